@@ -1,0 +1,163 @@
+"""`ChatModel`: a TransformerLens 4 ``TransformerBridge`` plus what drtk needs around it."""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from drtk._types import Site
+from drtk.errors import DrtkError
+from drtk.models.chat import ChatFormat
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """Left-padded token batch. ``position_ids`` restart at 0 on each row's first real token."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+
+    @property
+    def position_ids(self) -> Int[Tensor, "batch pos"]:
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def to(self, device: "torch.device | str") -> "Batch":
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass early once everything needed has been read."""
+
+
+@dataclass(eq=False)
+class ChatModel:
+    """A hooked chat model.
+
+    Attributes:
+        bridge: the TransformerLens ``TransformerBridge``; its hook points (``blocks.{l}.hook_resid_pre``
+            and friends) are where drtk reads and edits activations.
+        tokenizer: the Hugging Face tokenizer.
+        chat: the chat format derived from the tokenizer's template.
+        model_id: the name or path the model was loaded from (recorded in every artifact).
+    """
+
+    bridge: Any
+    tokenizer: Any
+    chat: ChatFormat
+    model_id: str
+    _hook_names: frozenset = field(default_factory=frozenset, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self._hook_names:
+            self._hook_names = frozenset(self.bridge.hook_dict.keys())
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    # -- shape facts -------------------------------------------------------------------------
+    @property
+    def hf(self) -> torch.nn.Module:
+        """The wrapped Hugging Face model (the bridge wraps it in place: its hooks fire through it)."""
+        return self.bridge.original_model
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.bridge.cfg.d_model)
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.hf.get_output_embeddings().weight.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a direction must agree with to be used on this model."""
+        return {"model_id": self.model_id, "n_layers": self.n_layers, "d_model": self.d_model}
+
+    def check_site(self, site: Site) -> None:
+        if site.hook_name not in self._hook_names or site.layer >= self.n_layers:
+            raise DrtkError(
+                f"site {site} does not exist in {self.model_id!r} ({self.n_layers} layers); "
+                f"layers run 0..{self.n_layers - 1}"
+            )
+
+    def hook_point(self, name: str) -> Any:
+        return self.bridge.hook_dict[name]
+
+    # -- text -> tokens ----------------------------------------------------------------------
+    def format(self, instructions: Sequence[str], prefills: "Sequence[str] | None" = None) -> list[str]:
+        """Full prompt texts through the chat template (optionally with the assistant turn started)."""
+        return self.chat.format_many(instructions, prefills)
+
+    def tokenize_texts(self, texts: Sequence[str]) -> Batch:
+        """Tokenise already formatted texts, left-padded (the template carries any BOS it wants)."""
+        if len(texts) == 0:
+            raise DrtkError("cannot tokenise an empty list of prompts")
+        tok = self.tokenizer
+        old = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            enc = tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tok.padding_side = old
+        return Batch(enc["input_ids"], enc["attention_mask"]).to(self.device)
+
+    def tokenize(self, instructions: Sequence[str], prefills: "Sequence[str] | None" = None) -> Batch:
+        return self.tokenize_texts(self.format(instructions, prefills))
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward(self, batch: Batch, **kwargs: Any) -> Float[Tensor, "batch pos vocab"]:
+        """Logits for a left-padded batch, with position ids that ignore the padding."""
+        out = self.hf(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            **kwargs,
+        )
+        return out.logits
+
+    def last_logits(self, batch: Batch) -> Float[Tensor, "batch vocab"]:
+        """Next-token logits after each prompt (only the last position goes through the unembedding)."""
+        out = self.hf(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1]
+
+    def run_to(self, batch: Batch, last_hook: str) -> None:
+        """Run the forward pass only until ``last_hook`` has fired (hooks do the reading)."""
+
+        def stop(x: Tensor, hook: Any) -> Tensor:
+            raise StopForward
+
+        with self.bridge.hooks(fwd_hooks=[(last_hook, stop)]):
+            try:
+                self.hf.base_model(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    use_cache=False,
+                )
+            except StopForward:
+                pass

@@ -132,3 +132,15 @@ def compute_candidates(
     hl = collect_post_instruction(model, harmless, batch_size=batch_size)
     tokens = tuple(model.tokenizer.convert_ids_to_tokens(list(model.chat.post_instruction_ids)))
     return Candidates(hm.cpu(), hl.cpu(), len(harmful), len(harmless), tokens)
+
+
+@torch.no_grad()
+def projections_by_layer(
+    model: Any, instructions: Sequence[str], direction: Tensor, *, position: int = -1, batch_size: int = 32
+) -> Float[Tensor, "batch layer"]:
+    """Projection of each prompt's residual stream (block input, one post-instruction position) onto the
+    unit ``direction`` at every layer. ``direction`` may be ``(d_model,)`` or per layer ``(layer, d_model)``."""
+    acts = collect_post_instruction(model, instructions, batch_size=batch_size, reduce="none")[:, position]
+    r = direction.float().cpu()
+    r = r / r.norm(dim=-1, keepdim=True)
+    return torch.einsum("bld,...ld->bl", acts, r if r.ndim == 2 else r[None].expand(acts.shape[1], -1))

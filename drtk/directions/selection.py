@@ -43,6 +43,10 @@ class SelectionConfig:
         top_k: score only the ``top_k`` best-separating candidates fully (None: all).
         actadd_coeff: multiple of the raw candidate added for the induce score.
         batch_size: prompts per forward pass.
+        criterion: ``"bypass"`` (Arditi: lowest bypass among candidates passing the filters),
+            ``"separation"`` (highest held-out Cohen's d), or ``"auto"``: bypass when the model refuses at
+            least half of the harmful validation prompts, else separation (a model that does not refuse
+            has no refusal to bypass, and its bypass scores are noise).
     """
 
     max_layer_fraction: float = 0.8
@@ -51,6 +55,7 @@ class SelectionConfig:
     top_k: "int | None" = 24
     actadd_coeff: float = 1.0
     batch_size: int = 32
+    criterion: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0 < self.max_layer_fraction <= 1:
@@ -61,6 +66,8 @@ class SelectionConfig:
             raise ConfigError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.criterion not in ("auto", "bypass", "separation"):
+            raise ConfigError(f"criterion must be 'auto', 'bypass' or 'separation', got {self.criterion!r}")
 
 
 @dataclass(frozen=True)
@@ -146,11 +153,17 @@ def select_direction(
         table.loc[idx, "kl"] = float(kl_divergence(base_b_logits, abl_b).mean())
     scored = table.bypass.notna()
     table["passed"] = scored & (table.kl < cfg.kl_threshold) & (table.induce > cfg.induce_threshold)
-    pick_from = table[table.passed]
-    if pick_from.empty:
-        logger.warning("no candidate passed the KL and induce filters; choosing the lowest bypass score among all scored")
-        pick_from = table[scored]
-    best = pick_from.sort_values("bypass").index[0]
+    criterion = cfg.criterion
+    if criterion == "auto":
+        criterion = "bypass" if toks.refusal_rate >= 0.5 else "separation"
+    if criterion == "separation":
+        best = table[table.eligible].sort_values("separation", ascending=False).index[0]
+    else:
+        pick_from = table[table.passed]
+        if pick_from.empty:
+            logger.warning("no candidate passed the KL and induce filters; choosing the lowest bypass score among all scored")
+            pick_from = table[scored]
+        best = pick_from.sort_values("bypass").index[0]
     table["selected"] = table.index == best
     row = table.loc[best]
     position, layer = int(row.position), int(row.layer)
@@ -162,7 +175,7 @@ def select_direction(
             "separation": float(row.separation), "baseline_harmful": float(base_h.mean()),
             "baseline_harmless": float(base_b.mean()), "refusal_tokens": list(toks.tokens),
             "refusal_token_ids": list(toks.ids), "refusal_token_source": toks.source,
-            "refusal_rate_val": toks.refusal_rate, "n_harmful_fit": cands.n_harmful,
+            "refusal_rate_val": toks.refusal_rate, "criterion": criterion, "n_harmful_fit": cands.n_harmful,
             "n_harmless_fit": cands.n_harmless, "weights": "raw (no compatibility mode)",
             "selection": asdict(cfg),
         },

@@ -40,7 +40,7 @@ def per_layer_subspaces(
     _, _, vh = torch.linalg.svd(centred.double(), full_matrices=False)
     basis = vh[:, :k].float()  # (L, k, d)
     # Orient each first vector like the mean difference, so k=1 agrees in sign with diff-in-means.
-    sign = torch.sign((basis[:, 0] * centred.mean(1)).sum(-1)).clamp(min=0) * 2 - 1
-    basis[:, 0] *= sign[:, None]
+    dots = (basis[:, 0] * centred.mean(1)).sum(-1)
+    basis[:, 0] *= torch.where(dots >= 0, 1.0, -1.0)[:, None]
     return Direction(basis, "subspace", model.model_id, model.n_layers, model.d_model, position=position,
                      metadata={"k": k, "n_harmful": len(harmful), "n_harmless": len(harmless)})

@@ -1,6 +1,14 @@
-"""Judges decide whether a completion is a refusal (and so whether an attack failed)."""
+"""Judges decide whether a completion is a refusal (and so whether an attack failed).
 
-from drtk.judges.base import Judge, get_judge, register_judge
+``keyword`` (always available, documented phrase list) and classifier judges loaded from the hub when
+available (``llamaguard``, ``harmbench``, ``strongreject``; :class:`JudgeUnavailableError` offline).
+"""
+
+from drtk.judges.base import Judge, available_judges, get_judge, register_judge
+from drtk.judges.classifier import ClassifierJudge, JudgeUnavailableError
 from drtk.judges.keyword import REFUSAL_PHRASES, KeywordJudge, is_refusal
 
-__all__ = ["REFUSAL_PHRASES", "Judge", "KeywordJudge", "get_judge", "is_refusal", "register_judge"]
+__all__ = [
+    "REFUSAL_PHRASES", "ClassifierJudge", "Judge", "JudgeUnavailableError", "KeywordJudge", "available_judges",
+    "get_judge", "is_refusal", "register_judge",
+]

@@ -66,7 +66,8 @@ def tiny_hf_model(seed: int = 0, *, tie_word_embeddings: bool = True):
         tie_word_embeddings=tie_word_embeddings,
         rms_norm_eps=1e-5,
     )
-    model = LlamaForCausalLM(config)
+    with torch.random.fork_rng(devices=[]):  # the constructor's default init draws from the global RNG
+        model = LlamaForCausalLM(config)
     # Re-initialise from a private generator: the global RNG stream stays untouched and the model is
     # the same for the same seed. Norm gains are jittered so folding them is visible in tests.
     gen = torch.Generator().manual_seed(seed)

@@ -1,0 +1,132 @@
+"""``gcg``: Greedy Coordinate Gradient adversarial suffixes (Zou et al., 2023), through the hooked model.
+
+Each step: (1) the gradient of the target loss with respect to a one-hot encoding of the suffix tokens
+(via the embedding matrix) ranks, per position, the ``top_k`` tokens most likely to lower the loss;
+(2) ``candidates`` single-token swaps are drawn from those (with the passed generator) and scored
+exactly in batches; (3) the best swap is kept. The target is an answer opening such as "Sure, here is".
+The search stops early when greedy decoding emits the target for every prompt of the group.
+
+Budget: ``steps x candidates`` scored suffixes per group (one group per prompt, or one for all prompts
+with ``universal=True``, which is far cheaper on a CPU). Candidates whose text does not tokenise back to
+the same ids are skipped, so a found suffix also works when pasted as text.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from drtk.attacks._suffix import build_task, init_suffix, target_loss
+from drtk.attacks.base import Attack, AttackContext, AttackInputs, register_attack
+from drtk.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def _rng(context: AttackContext, seed: int) -> torch.Generator:
+    return context.generator if context.generator is not None else torch.Generator().manual_seed(seed)
+
+
+@register_attack
+@dataclass(frozen=True, kw_only=True)
+class GCG(Attack):
+    """Attributes:
+    steps: optimisation steps per group. candidates: suffixes scored per step. top_k: tokens kept per
+    position from the gradient. suffix_tokens: suffix length. target: the answer opening to elicit.
+    universal: one suffix for all prompts (else one per prompt). batch_size: rows per scoring forward.
+    init: text repeated to initialise the suffix. seed: used when the context has no generator.
+    """
+
+    name = "gcg"
+    steps: int = 50
+    candidates: int = 64
+    top_k: int = 64
+    suffix_tokens: int = 16
+    target: str = "Sure, here is"
+    universal: bool = False
+    batch_size: int = 64
+    init: str = " !"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in ("steps", "candidates", "top_k", "suffix_tokens", "batch_size"):
+            if getattr(self, f) < 1:
+                raise ConfigError(f"gcg {f} must be >= 1, got {getattr(self, f)}")
+        if not self.target:
+            raise ConfigError("gcg target must be a non-empty string, e.g. 'Sure, here is'")
+
+    @property
+    def budget(self) -> int:
+        """Scored candidate suffixes allowed per group."""
+        return self.steps * self.candidates
+
+    def _scores(self, model: Any, task: Any, group: list[int], suffixes: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (mean over the group's prompts) and all-prompts-exact flag per suffix."""
+        return self._scores_nograd(model, task, group, suffixes)
+
+    @torch.no_grad()
+    def _scores_nograd(self, model: Any, task: Any, group: list[int], suffixes: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [task.before[g] + tuple(s) + task.after for s in suffixes for g in group]
+        losses, exact = [], []
+        for i in range(0, len(rows), self.batch_size):
+            loss, ok = target_loss(model, rows[i : i + self.batch_size], task.target)
+            losses.append(loss)
+            exact.append(ok)
+        shape = (len(suffixes), len(group))
+        return torch.cat(losses).view(shape).mean(-1), torch.cat(exact).view(shape).all(-1)
+
+    def _optimise(self, model: Any, task: Any, group: list[int], gen: torch.Generator) -> dict[str, Any]:
+        tok = model.tokenizer
+        E = model.hf.get_input_embeddings().weight  # (vocab, d_model)
+        banned = torch.tensor(sorted(set(tok.all_special_ids)), device=model.device)
+        suffix = init_suffix(model, self.suffix_tokens, self.init)
+        best_loss, exact = self._scores(model, task, group, [suffix])
+        best = {"suffix": suffix, "loss": float(best_loss[0]), "success": bool(exact[0]), "steps": 0, "scored": 1}
+        n = len(suffix)
+        for step in range(self.steps):
+            if best["success"]:
+                break
+            one_hot = torch.zeros(n, E.shape[0], device=model.device, dtype=E.dtype)
+            one_hot.scatter_(1, torch.tensor(suffix, device=model.device)[:, None], 1.0)
+            one_hot.requires_grad_(True)
+            rows = [task.before[g] + tuple(suffix) + task.after for g in group]
+            with torch.enable_grad():
+                loss, _ = target_loss(model, rows, task.target, soft=(one_hot @ E)[None], gap=len(task.after))
+                grad, = torch.autograd.grad(loss.mean(), one_hot)  # (n, vocab)
+            grad[:, banned] = float("inf")
+            top = (-grad).topk(self.top_k, dim=-1).indices  # (n, top_k)
+            where = torch.randint(n, (self.candidates,), generator=gen)
+            which = torch.randint(self.top_k, (self.candidates,), generator=gen)
+            cands = []
+            for p, w in zip(where.tolist(), which.tolist()):
+                c = list(suffix)
+                c[p] = int(top[p, w])
+                if c != suffix and tok(tok.decode(c), add_special_tokens=False)["input_ids"] == c:
+                    cands.append(c)
+            if not cands:
+                continue
+            losses, ok = self._scores(model, task, group, cands)
+            i = int(losses.argmin())
+            suffix = cands[i]
+            best["scored"] += len(cands)
+            best["steps"] = step + 1
+            if float(losses[i]) < best["loss"] or bool(ok[i]):
+                best.update(suffix=suffix, loss=float(losses[i]), success=bool(ok[i]))
+        return best
+
+    def prepare(self, model: Any, prompts: Sequence[str], context: AttackContext) -> AttackInputs:
+        task = build_task(model, prompts, self.target)
+        gen = _rng(context, self.seed)
+        groups = [list(range(len(prompts)))] if self.universal else [[i] for i in range(len(prompts))]
+        suffixes: list[list[int]] = [[] for _ in prompts]
+        found = []
+        for group in groups:
+            res = self._optimise(model, task, group, gen)
+            found.append({k: v for k, v in res.items() if k != "suffix"} | {"text": model.tokenizer.decode(res["suffix"])})
+            for g in group:
+                suffixes[g] = res["suffix"]
+        text = [model.tokenizer.decode(s) for s in suffixes]
+        meta = {"groups": found, "budget_per_group": self.budget, "target": self.target}
+        return AttackInputs(tuple(p + t for p, t in zip(prompts, text)), ids=tuple(task.prompt_ids(suffixes)),
+                            shown=tuple(text), metadata=meta)

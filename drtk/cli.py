@@ -1,0 +1,46 @@
+"""The ``drtk`` command line: thin; each subcommand lives in :mod:`drtk.commands`."""
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from drtk.errors import DrtkError
+
+#: Subcommand modules; each exposes ``register(subparsers)`` which sets ``func`` on its parser.
+COMMANDS = ("directions", "train", "eval", "demo", "sweep")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drtk", description="DeepRefusal toolkit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"drtk.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"drtk.commands.{name}":
+                continue  # not built in this version
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: "Sequence[str] | None" = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except DrtkError as err:
+        print(f"drtk {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""``drtk directions``: find and select the refusal direction of a model, with figures."""
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    from drtk.commands.common import add_model_args
+
+    p = sub.add_parser("directions", help="find and select the refusal direction",
+                       description="Difference-in-means candidates over layers x post-instruction positions, "
+                                   "selected by bypass / induce / KL scores (Arditi et al. 2024).")
+    add_model_args(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--harmful", default="harmful", help="harmful prompts: a shipped set, benchmark name or file")
+    p.add_argument("--harmless", default="harmless", help="harmless prompts: a shipped set, benchmark name or file")
+    p.add_argument("--n-fit", type=int, default=128, help="prompts per side for the difference of means")
+    p.add_argument("--n-val", type=int, default=32, help="prompts per side for selection")
+    p.add_argument("--n-test", type=int, default=64, help="held-out prompts per side for the separation check")
+    p.add_argument("--top-k", type=int, default=24, help="candidates scored fully (0 = all)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from drtk.commands.common import load_model_from_args, write_json
+    from drtk.data import load_prompts, split_prompts
+    from drtk.directions import SelectionConfig, auroc, auroc_by_layer, find_direction, projections_by_layer
+    from drtk.viz import (cosine_heatmap_layers, cosine_heatmap_positions, projection_by_layer, save_figure,
+                          selection_scores)
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model = load_model_from_args(args)
+    harmful = split_prompts(load_prompts(args.harmful), seed=args.seed)
+    harmless = split_prompts(load_prompts(args.harmless), seed=args.seed)
+    for name, sets in (("harmful", harmful), ("harmless", harmless)):
+        for split in ("fit", "val", "test"):
+            sets[split].require_nonempty(f"the {name} {split} split")
+    cfg = SelectionConfig(top_k=args.top_k or None, batch_size=args.batch_size)
+    logger.info("finding directions on %s (%d fit / %d val prompts per side)", model.model_id,
+                min(args.n_fit, len(harmful["fit"])), min(args.n_val, len(harmful["val"])))
+    result = find_direction(model, harmful["fit"].head(args.n_fit), harmless["fit"].head(args.n_fit),
+                            harmful["val"].head(args.n_val), harmless["val"].head(args.n_val), config=cfg)
+    d = result.direction
+
+    # Held-out check: does the projection separate harmful from harmless test prompts?
+    test_h, test_b = harmful["test"].head(args.n_test), harmless["test"].head(args.n_test)
+    ph = projections_by_layer(model, test_h.prompts, d.vector, position=d.position, batch_size=args.batch_size)
+    pb = projections_by_layer(model, test_b.prompts, d.vector, position=d.position, batch_size=args.batch_size)
+    test_auroc = auroc(ph[:, d.layer], pb[:, d.layer])
+    d = d.with_metadata(test_auroc=test_auroc, n_test=len(test_h))
+
+    d.save(out / "direction.safetensors")
+    cands = result.candidates
+    save_file({"harmful_mean": cands.harmful_mean.contiguous(), "harmless_mean": cands.harmless_mean.contiguous()},
+              str(out / "candidates.safetensors"))
+    write_json(out / "candidates.json", {"model_id": model.model_id, "n_layers": model.n_layers,
+                                         "d_model": model.d_model, "post_tokens": list(cands.post_tokens),
+                                         "n_harmful": cands.n_harmful, "n_harmless": cands.n_harmless,
+                                         "point": "resid_pre", "shape": list(cands.harmful_mean.shape)})
+    result.table.to_csv(out / "selection.csv", index=False)
+
+    figs = out / "figures"
+    save_figure(cosine_heatmap_layers(cands.diffs, position=d.position), figs, "cosine_layers")
+    save_figure(cosine_heatmap_positions(cands.diffs, d.vector, post_tokens=cands.post_tokens), figs, "cosine_positions")
+    save_figure(selection_scores(result.table), figs, "selection_scores")
+    save_figure(projection_by_layer({"harmful (held out)": ph, "harmless (held out)": pb},
+                                    title=f"Projection onto the selected direction (layer {d.layer}, position {d.position}) "
+                                          f"— held-out AUROC {test_auroc:.3f}"), figs, "projection_by_layer")
+    summary = {
+        "model_id": model.model_id, "layer": d.layer, "position": d.position, "site": d.site,
+        "bypass": d.metadata["bypass"], "induce": d.metadata["induce"], "kl": d.metadata["kl"],
+        "refusal_tokens": d.metadata["refusal_tokens"], "refusal_rate_val": d.metadata["refusal_rate_val"],
+        "test_auroc": test_auroc, "test_auroc_by_layer": auroc_by_layer(ph, pb), "seconds": time.time() - t0,
+    }
+    write_json(out / "summary.json", summary)
+    logger.info("selected %s position %d: bypass %.2f, induce %.2f, KL %.3f; held-out AUROC %.3f (%.0f s)",
+                d.site, d.position, summary["bypass"], summary["induce"], summary["kl"], test_auroc, summary["seconds"])
+    print(json.dumps({k: v for k, v in summary.items() if k != "test_auroc_by_layer"}, indent=2))
+    return 0

@@ -1,0 +1,165 @@
+"""``drtk train``: refusal training, recovery training or DeepRefusal on a chat model.
+
+Writes into ``--out``: ``config.json`` (the TrainConfig and run metadata), ``data.jsonl`` (the training
+examples), ``history.csv``, ``model/`` (merged Hugging Face weights + tokenizer), ``adapter/`` (LoRA runs),
+``direction.*`` (when it was found here), ``figures/`` and ``checkpoint/``.
+
+Example:
+    drtk train --model smollm2-135m-instruct --method refusal --full --steps 80 --out runs/refusal
+    drtk train --model runs/refusal/model --method deeprefusal --p-site 0.5 --p-token 0.5 --out runs/dr
+"""
+
+import argparse
+import json
+import logging
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from drtk.commands.common import add_model_args, load_model_from_args, write_json
+from drtk.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="rebuild refusal: refusal / recovery / DeepRefusal training",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--method", choices=("refusal", "recovery", "deeprefusal"), default="refusal")
+    p.add_argument("--direction", type=Path, default=None,
+                   help="a direction saved by `drtk directions` (deeprefusal; default: found here on the fit/val splits)")
+    p.add_argument("--config", type=Path, default=None, help="a TrainConfig JSON file; flags given override it")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--micro-batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--lora", dest="lora", action="store_true", default=None, help="LoRA adapters (default)")
+    mode.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
+    p.add_argument("--p-site", type=float, default=None, help="per-site ablation probability (paper's Q)")
+    p.add_argument("--p-token", type=float, default=None, help="per-token ablation probability (paper's M)")
+    p.add_argument("--region", choices=("response", "prompt", "all"), default=None, help="tokens that may be ablated")
+    p.add_argument("--max-response-tokens", type=int, default=None, help="answers are cut to this many tokens")
+    p.add_argument("--n-harmful", type=int, default=None, help="use at most this many harmful train prompts")
+    p.add_argument("--n-harmless", type=int, default=None, help="use at most this many harmless train prompts")
+    p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline train prompts")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from drtk.schedules import AblationSchedule
+    from drtk.training import TrainConfig
+
+    saved = args.out / "config.json"
+    if args.resume and saved.exists() and args.config is None:  # the run's own config; flags may extend it
+        base = TrainConfig.from_dict(json.loads(saved.read_text())["train"])
+    else:
+        base = TrainConfig.for_method(args.method)
+    if args.config is not None:
+        d = json.loads(args.config.read_text())
+        d = d.get("train", d)
+        base = TrainConfig.from_dict({**base.to_dict(), **d, "method": args.method})
+    over: dict[str, Any] = {}
+    for flag, fld in (("steps", "steps"), ("batch_size", "batch_size"), ("micro_batch_size", "micro_batch_size"),
+                      ("lr", "lr"), ("lora", "lora"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            over[fld] = getattr(args, flag)
+    sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region)) if v is not None}
+    if sched:
+        if base.schedule is None:
+            raise ConfigError("--p-site/--p-token/--region apply to --method deeprefusal only")
+        mode = base.schedule.mode
+        if mode == "paper" and sched.get("p_site", base.schedule.p_site) != sched.get("p_token", base.schedule.p_token):
+            mode = "gated"  # separate knobs asked for: leave the paper's single-p mode
+        over["schedule"] = AblationSchedule.from_dict({**base.schedule.to_dict(), **sched, "mode": mode})
+    if args.max_response_tokens is not None:
+        over["data"] = replace(base.data, max_response_tokens=args.max_response_tokens)
+    return replace(base, **over) if over else base
+
+
+def _limit(ps: Any, n: "int | None") -> Any:
+    return ps if n is None else ps.head(n)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from drtk.data import standard_splits
+    from drtk.directions import Direction, SelectionConfig, find_direction
+    from drtk.training import (DirectionDrift, Example, Trainer, TrainingSet, build_training_set, save_adapter,
+                               save_merged)
+    from drtk.viz import save_figure
+    from drtk.viz.training import direction_drift, schedule_heatmap, schedule_over_steps, training_curves
+
+    cfg = _config(args)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model_from_args(args)
+    harmful, harmless, borderline = (standard_splits(n, seed=0) for n in ("harmful", "harmless", "borderline"))
+    meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}
+
+    direction = None
+    if cfg.method == "deeprefusal" or (cfg.data.recovery and cfg.data.prefix_source == "ablated"):
+        if args.direction is not None:
+            direction = Direction.load(args.direction)
+            meta["direction"] = str(args.direction)
+        elif (out / "direction.safetensors").exists() and args.resume:
+            direction = Direction.load(out / "direction.safetensors")
+        elif cfg.method == "deeprefusal":
+            logger.info("finding the refusal direction on %s (fit/val splits)", model.model_id)
+            direction = find_direction(model, harmful["fit"].head(64), harmless["fit"].head(64), harmful["val"],
+                                       harmless["val"], config=SelectionConfig(top_k=8)).direction
+            direction.save(out / "direction.safetensors")
+            meta["direction"] = "found here: direction.safetensors"
+        else:
+            logger.info("no --direction: recovery prefixes come from the model as it is (prefix_source='plain')")
+            cfg = replace(cfg, data=replace(cfg.data, prefix_source="plain"))
+    if direction is not None:
+        direction.check_model(model)
+
+    data_path = out / "data.jsonl"
+    if args.resume and data_path.exists():
+        rows = [json.loads(line) for line in data_path.read_text().splitlines() if line.strip()]
+        data = TrainingSet(tuple(Example(**r) for r in rows))
+    else:
+        splits = {"harmful": _limit(harmful["train"], args.n_harmful), "harmless": _limit(harmless["train"], args.n_harmless),
+                  "borderline": _limit(borderline["train"], args.n_borderline)}
+        meta["data"] = {k: {"n": len(v), "sha256": v.sha256()} for k, v in splits.items()}
+        data = build_training_set(
+            model, harmful=splits["harmful"].prompts, harmless=splits["harmless"].prompts,
+            borderline=splits["borderline"].prompts, config=cfg.data,
+            direction=direction.for_model(model) if direction is not None else None,
+        )
+        data_path.write_text("".join(json.dumps(asdict(e)) + "\n" for e in data.examples))
+    meta["examples"] = data.counts()
+    write_json(out / "config.json", {"train": cfg.to_dict(), "run": meta})
+
+    probe_h, probe_b = harmful["val"].head(16).prompts, harmless["val"].head(16).prompts
+    drift = DirectionDrift(probe_h, probe_b, every=max(1, cfg.steps // 10))
+    trainer = Trainer(model, data, cfg, direction=direction, callbacks=[drift], checkpoint_dir=out,
+                      refresh_prompts=(harmful["fit"].head(32).prompts, harmless["fit"].head(32).prompts))
+    result = trainer.train(resume=args.resume)
+    result.history.to_csv(out / "history.csv", index=False)
+    if not trainer.accelerator.is_main_process:
+        return 0
+    drift.frame.to_csv(out / "drift.csv", index=False)
+    if trainer.peft_model is not None:
+        save_adapter(trainer.peft_model, out / "adapter", base=model.model_id)
+    save_merged(model, out / "model", peft_model=trainer.peft_model)
+    figs = out / "figures"
+    save_figure(training_curves(result.history), figs, "training_curves")
+    if not drift.frame.empty:
+        save_figure(direction_drift(drift.frame), figs, "direction_drift")
+    if cfg.schedule is not None:
+        layer = direction.layer if direction is not None else None
+        save_figure(schedule_heatmap(cfg.schedule, n_layers=model.n_layers, direction_layer=layer), figs, "schedule_heatmap")
+        save_figure(schedule_over_steps(cfg.schedule, n_layers=model.n_layers, steps=cfg.steps, direction_layer=layer),
+                    figs, "schedule_over_steps")
+    last = result.history.iloc[-1] if len(result.history) else pd.Series(dtype=float)
+    logger.info("trained %d steps; final loss %.4g; model in %s", result.steps_done, float(last.get("loss", float("nan"))),
+                out / "model")
+    return 0

@@ -1,0 +1,203 @@
+"""One evaluation: run attacks on harmful prompts, judge them, measure over-refusal and capability.
+
+:func:`evaluate` returns an :class:`Evaluation`; it writes nothing (``drtk eval`` does). Every number in
+it carries ``n`` and a 95% Wilson interval, and names its judge.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+
+from drtk.attacks.base import Attack, AttackContext, AttackResult
+from drtk.data import PromptSet
+from drtk.errors import DataError
+from drtk.evaluation.capability import (
+    ReferenceAnswers, kl_to_reference, perplexity, reference_answers, reference_perplexity,
+)
+from drtk.evaluation.contamination import clean
+from drtk.evaluation.stats import Rate, paired_comparison, rate
+from drtk.generation import generate
+from drtk.judges import Judge, KeywordJudge
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """An attack result with its verdicts (True = refused), ASR and capability cost (KL, or None)."""
+
+    result: AttackResult
+    refused: tuple[bool, ...]
+    asr: Rate
+    kl: "float | None" = None
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation measured. ``to_results()`` gives the ``results.json`` document."""
+
+    model_id: str
+    reference_id: "str | None"
+    judge: Judge
+    generation: dict[str, Any]
+    prompts: dict[str, PromptSet]
+    contamination: dict[str, dict[str, Any]]
+    outcomes: list[AttackOutcome] = field(default_factory=list)
+    over_refusal: dict[str, tuple[Rate, list[str], list[bool]]] = field(default_factory=dict)
+    reference_over_refusal: dict[str, Rate] = field(default_factory=dict)
+    capability: "dict[str, Any] | None" = None
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """One row per attack setting: ASR with its interval, n, KL, cost."""
+        rows = [{"attack": o.result.attack, "asr": o.asr.rate, "ci_low": o.asr.ci_low, "ci_high": o.asr.ci_high,
+                 "n": o.asr.n, "kl": o.kl, "seconds": round(o.result.seconds, 1),
+                 "forward_passes": o.result.forward_passes, "judge": self.judge.name} for o in self.outcomes]
+        return pd.DataFrame(rows)
+
+    def to_results(self) -> dict[str, Any]:
+        from drtk import __version__
+        from drtk.evaluation.schema import SCHEMA_VERSION
+
+        judge = {"name": self.judge.name}
+        if hasattr(self.judge, "phrases"):
+            judge["phrases"] = list(self.judge.phrases)
+        attacks = {}
+        for o in self.outcomes:
+            r = o.result
+            attacks[r.attack] = {"attack": r.name, "params": r.params, "knob": r.knob, "knob_value": r.knob_value,
+                                 "asr": o.asr.rate, "ci_low": o.asr.ci_low, "ci_high": o.asr.ci_high, "n": o.asr.n,
+                                 "k": o.asr.k, "judge": self.judge.name, "kl": o.kl, "seconds": r.seconds,
+                                 "forward_passes": r.forward_passes, "metadata": r.metadata}
+        as_rate = lambda x: x.to_dict() | {"judge": self.judge.name}  # noqa: E731
+        return {
+            "schema_version": SCHEMA_VERSION, "drtk_version": __version__, "model": self.model_id,
+            "reference": self.reference_id, "judge": judge, "generation": self.generation,
+            "prompts": {k: {"name": ps.name, "source": ps.source, "n": len(ps), "sha256": ps.sha256()}
+                        for k, ps in self.prompts.items()},
+            "contamination": self.contamination, "attacks": attacks,
+            "over_refusal": {k: as_rate(v[0]) for k, v in self.over_refusal.items()},
+            "reference_over_refusal": {k: as_rate(v) for k, v in self.reference_over_refusal.items()},
+            "capability": self.capability, "comparisons": self.comparisons,
+        }
+
+    def completion_records(self) -> list[dict[str, Any]]:
+        """One record per (attack, prompt) and per over-refusal prompt: prompt, attack, input, completion, verdict."""
+        out = []
+        for o in self.outcomes:
+            r = o.result
+            for p, inp, c, refused in zip(r.prompts, r.inputs, r.completions, o.refused):
+                out.append({"set": "harmful", "attack": r.attack, "prompt": p, "attack_input": inp, "completion": c,
+                            "verdict": "refused" if refused else "complied", "judge": self.judge.name})
+        for name, (_, comps, refused) in self.over_refusal.items():
+            for p, c, ref in zip(self.prompts[name].prompts, comps, refused):
+                out.append({"set": name, "attack": "none", "prompt": p, "attack_input": "", "completion": c,
+                            "verdict": "refused" if ref else "complied", "judge": self.judge.name})
+        return out
+
+
+def evaluate(
+    model: Any,
+    attacks: Sequence[Attack],
+    harmful: PromptSet,
+    *,
+    harmless: "PromptSet | None" = None,
+    borderline: "PromptSet | None" = None,
+    reference: Any = None,
+    context: "AttackContext | None" = None,
+    judge: "Judge | None" = None,
+    known_data: Sequence[PromptSet] = (),
+    capability_prompts: int = 32,
+    capability_tokens: int = 16,
+    measure_kl: bool = True,
+) -> Evaluation:
+    """Attack ``model`` on ``harmful`` prompts with each attack; judge; add over-refusal and capability.
+
+    Args:
+        model: the :class:`~drtk.models.ChatModel` under evaluation.
+        attacks: attack settings (see :func:`drtk.attacks.parse_attack_spec` for sweeps).
+        harmful: held-out harmful prompts (ASR is measured on them).
+        harmless, borderline: benign prompts for over-refusal (harmless also feeds capability/KL).
+        reference: the model before training: capability retention (KL, perplexity) is measured against
+            it, and its ``none`` ASR and over-refusal are compared with the model's on the same prompts.
+        context: attack context (direction, fit sets, generation, generator); ``context.reference``
+            defaults to ``reference``.
+        judge: default :class:`~drtk.judges.KeywordJudge`.
+        known_data: training / direction-fitting sets; evaluation prompts found in them are dropped and
+            reported (the context's fit/val sets are always added).
+        capability_prompts, capability_tokens: benign prompts and answer tokens for KL and perplexity.
+        measure_kl: measure each model-editing attack's KL against the unattacked model.
+    """
+    judge = judge or KeywordJudge()
+    context = context or AttackContext()
+    if context.reference is None:
+        context.reference = reference
+    fit = context.fit_sets()
+    known = list(known_data) + [PromptSet(name=f"attack:{k}", prompts=tuple(v), source="attack context")
+                                for k, v in fit.items()]
+    sets, contamination = {}, {}
+    for key, ps in (("harmful", harmful), ("harmless", harmless), ("borderline", borderline)):
+        if ps is None:
+            continue
+        sets[key], contamination[key] = clean(ps, known)
+        if not len(sets[key]):
+            raise DataError(f"every {key} prompt of {ps.name!r} occurs in training/fitting data; nothing left to evaluate")
+    prompts = list(sets["harmful"].prompts)
+    context.cache["eval_prompts"] = prompts
+    gen = context.generation
+    ev = Evaluation(model.model_id, getattr(reference, "model_id", None), judge,
+                    {"max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample, "batch_size": gen.batch_size},
+                    sets, contamination)
+
+    benign = list(sets["harmless"].prompts[:capability_prompts]) if "harmless" in sets else []
+    self_ref: "ReferenceAnswers | None" = None
+    if measure_kl and benign and any(a.edits_model for a in attacks):
+        self_ref = reference_answers(model, benign, n_tokens=capability_tokens, batch_size=gen.batch_size)
+
+    for attack in attacks:
+        logger.info("attack %s on %d prompts", attack.label, len(prompts))
+        res = attack.run(model, prompts, context=context)
+        refused = tuple(judge.refused(res.prompts, res.completions))
+        kl = None
+        if self_ref is not None and attack.edits_model:
+            with attack.applied(model, context) as target:
+                kl = kl_to_reference(target, self_ref, gen.batch_size)
+        ev.outcomes.append(AttackOutcome(res, refused, rate([not r for r in refused]), kl))
+        logger.info("  %s: ASR %s, KL %s, %.1fs", res.attack, ev.outcomes[-1].asr, kl, res.seconds)
+
+    for key in ("harmless", "borderline"):
+        if key in sets:
+            ps = list(sets[key].prompts)
+            comps = generate(model, ps, config=gen, generator=context.generator)
+            refused = judge.refused(ps, comps)
+            ev.over_refusal[key] = (rate(refused), comps, refused)
+            if reference is not None:
+                ref_refused = judge.refused(ps, generate(reference, ps, config=gen, generator=context.generator))
+                ev.reference_over_refusal[key] = rate(ref_refused)
+                ev.comparisons[f"over_refusal:{key}"] = paired_comparison(refused, ref_refused).to_dict()
+
+    if reference is not None:
+        none = next((o for o in ev.outcomes if o.result.name == "none"), None)
+        if none is not None:
+            ref_comps = generate(reference, prompts, config=gen, generator=context.generator)
+            ref_ok = [not r for r in judge.refused(prompts, ref_comps)]
+            ev.comparisons["asr:none"] = paired_comparison([not r for r in none.refused], ref_ok).to_dict()
+        if benign:
+            ref = reference_answers(reference, benign, n_tokens=capability_tokens, batch_size=gen.batch_size)
+            ev.capability = {"kl": kl_to_reference(model, ref, gen.batch_size),
+                             "ppl": perplexity(model, ref, gen.batch_size), "reference_ppl": reference_perplexity(ref),
+                             "n_prompts": len(benign), "n_tokens": capability_tokens}
+    return ev
+
+
+def compare(a: Evaluation, b: Evaluation) -> dict[str, dict[str, Any]]:
+    """Paired comparison (A - B) of every attack both evaluations ran on the same prompts."""
+    out = {}
+    by_label = {o.result.attack: o for o in b.outcomes}
+    for o in a.outcomes:
+        other = by_label.get(o.result.attack)
+        if other is not None and other.result.prompts == o.result.prompts:
+            out[o.result.attack] = paired_comparison([not r for r in o.refused], [not r for r in other.refused]).to_dict()
+    return out

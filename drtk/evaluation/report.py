@@ -1,0 +1,57 @@
+"""``report.md``: the evaluation as a human reads it (built from the ``results.json`` document)."""
+
+from typing import Any
+
+
+def _pct(x: Any) -> str:
+    return "—" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    return "—" if x is None or x != x else format(x, fmt)
+
+
+def report_markdown(results: dict[str, Any], figures: "list[str] | None" = None) -> str:
+    """Render a results document as Markdown (tables of ASR with intervals, over-refusal, capability)."""
+    judge = results["judge"]
+    lines = [f"# drtk evaluation: `{results['model']}`", ""]
+    if results.get("reference"):
+        lines += [f"Reference model: `{results['reference']}`", ""]
+    lines += [f"Judge: **{judge['name']}** · generation: {results['generation']['max_new_tokens']} new tokens, "
+              f"{'sampled' if results['generation'].get('do_sample') else 'greedy'} · drtk {results['drtk_version']}", ""]
+    lines += ["## Attack success (harmful prompts)", "",
+              "| attack | ASR | 95% CI | n | KL vs unattacked | seconds | forward passes |", "|---|---|---|---|---|---|---|"]
+    for label, a in results["attacks"].items():
+        lines.append(f"| `{label}` | {_pct(a['asr'])} | {_pct(a['ci_low'])}–{_pct(a['ci_high'])} | {a['n']} | "
+                     f"{_num(a['kl'])} | {a['seconds']:.1f} | {a['forward_passes']} |")
+    if results["over_refusal"]:
+        lines += ["", "## Over-refusal (no attack)", "", "| prompts | refusal rate | 95% CI | n | reference |",
+                  "|---|---|---|---|---|"]
+        for k, r in results["over_refusal"].items():
+            ref = results.get("reference_over_refusal", {}).get(k)
+            lines.append(f"| {k} | {_pct(r['rate'])} | {_pct(r['ci_low'])}–{_pct(r['ci_high'])} | {r['n']} | "
+                         f"{_pct(ref['rate']) if ref else '—'} |")
+    cap = results.get("capability")
+    if cap:
+        lines += ["", "## Capability retention vs the reference", "",
+                  f"KL(reference ‖ model) over the first {cap['n_tokens']} answer tokens of {cap['n_prompts']} benign "
+                  f"prompts: **{_num(cap['kl'], '.4f')}** · perplexity on the reference's answers: model "
+                  f"{_num(cap['ppl'], '.2f')}, reference {_num(cap['reference_ppl'], '.2f')}"]
+    if results["comparisons"]:
+        lines += ["", "## Paired comparisons (model − reference, same prompts)", "",
+                  "| what | model | reference | difference [95% CI] | McNemar p |", "|---|---|---|---|---|"]
+        for k, c in results["comparisons"].items():
+            lines.append(f"| {k} | {_pct(c['rate_a'])} | {_pct(c['rate_b'])} | {100 * c['diff']:+.1f} pts "
+                         f"[{100 * c['diff_low']:+.1f}, {100 * c['diff_high']:+.1f}] | {c['p_value']:.3g} |")
+    lines += ["", "## Data", ""]
+    for k, p in results["prompts"].items():
+        c = results["contamination"].get(k, {})
+        lines.append(f"- {k}: `{p['name']}` from {p['source']}, n={p['n']} (sha256 {p['sha256'][:12]}…); "
+                     f"dropped {c.get('n_overlap', 0)} found in training/fitting data {c.get('by_source') or ''}")
+    if figures:
+        lines += ["", "## Figures", ""] + [f"- [{f}]({f})" for f in figures]
+    if "phrases" in judge:
+        lines += ["", "## Judge", "", "A completion counts as a refusal when it contains any of these phrases "
+                  "(case-insensitive, anywhere). Known to be fooled both ways; prefer a classifier judge when you have one.",
+                  "", ", ".join(f"`{p}`" for p in judge["phrases"])]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,169 @@
+"""`TrainConfig`: everything a training run is, as typed data saved next to the run.
+
+The three methods differ only here: ``refusal`` (ordinary refusal training, the surface-alignment
+baseline), ``recovery`` (plus recovery examples, Qi et al.), ``deeprefusal`` (plus recovery examples and
+probabilistic ablation of the refusal direction, Xie et al.). :meth:`TrainConfig.for_method` fills in the
+method's defaults; any field can still be overridden.
+"""
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, get_args
+
+from drtk.errors import ConfigError
+from drtk.schedules import AblationSchedule
+from drtk.training.data import DataConfig
+
+Method = Literal["refusal", "recovery", "deeprefusal"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """A training run.
+
+    Attributes:
+        method: ``refusal``, ``recovery`` or ``deeprefusal`` (a label checked against the fields below).
+        steps: optimizer steps.
+        batch_size: examples per optimizer step, over all processes and accumulation steps.
+        micro_batch_size: examples per forward pass per process (None: ``batch_size / processes``);
+            gradient accumulation makes up the rest.
+        lr: peak learning rate (None: 2e-4 with LoRA, 2e-5 for full fine-tuning).
+        lr_schedule: after warm-up: ``constant``, ``linear`` (to 0 at ``steps``) or ``cosine``.
+        warmup_steps: linear learning-rate warm-up.
+        weight_decay, adam_betas: AdamW.
+        max_grad_norm: gradient clipping (None: off).
+        lora: LoRA adapters (peft) instead of full fine-tuning.
+        lora_r, lora_alpha, lora_dropout: LoRA shape (paper: r = alpha = 16).
+        lora_targets: ``"all-linear"`` (every linear layer of the decoder) or leaf names (``q_proj``...).
+        loss_reduction: per-sample loss: ``sum`` over its response tokens (the paper) or ``mean``.
+        benign_weight, harmful_weight: the group weights (paper 0.8 / 0.2); each group's per-sample
+            losses are averaged over the group's examples in the step's whole batch.
+        schedule: the ablation schedule (``deeprefusal`` only).
+        direction_refresh_every: re-extract the direction on the training model every N steps (EMA with
+            ``direction_ema``); None keeps the direction fixed (the paper: refresh was unstable).
+        direction_ema: weight of the old direction in the refresh.
+        padding_side: ``left`` or ``right`` (masks and losses are right either way).
+        mixed_precision: ``auto`` (bf16 autocast on CUDA, none on CPU), ``bf16`` or ``no``.
+        seed: data order and mask sampling.
+        checkpoint_every: steps between checkpoints (None: only at the end).
+        progress: show a tqdm bar.
+        data: how training examples are built (saved with the run).
+    """
+
+    method: Method = "refusal"
+    steps: int = 100
+    batch_size: int = 8
+    micro_batch_size: "int | None" = None
+    lr: "float | None" = None
+    lr_schedule: str = "constant"
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: "float | None" = 1.0
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: "str | tuple[str, ...]" = "all-linear"
+    loss_reduction: str = "sum"
+    benign_weight: float = 0.8
+    harmful_weight: float = 0.2
+    schedule: "AblationSchedule | None" = None
+    direction_refresh_every: "int | None" = None
+    direction_ema: float = 0.9
+    padding_side: str = "left"
+    mixed_precision: str = "auto"
+    seed: int = 0
+    checkpoint_every: "int | None" = 50
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        def bad(name: str, msg: str) -> ConfigError:
+            return ConfigError(f"TrainConfig.{name} {msg}")
+
+        if self.method not in METHODS:
+            raise bad("method", f"must be one of {METHODS}, got {self.method!r}")
+        for name in ("steps", "batch_size", "lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.micro_batch_size is not None and not 1 <= self.micro_batch_size <= self.batch_size:
+            raise bad("micro_batch_size", f"must be in 1..batch_size ({self.batch_size}), got {self.micro_batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise bad("lr", f"must be > 0, got {self.lr}")
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise bad("lr_schedule", f"must be constant, linear or cosine, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise bad("max_grad_norm", f"must be > 0 or None (no clipping), got {self.max_grad_norm}")
+        if not 0 <= self.lora_dropout < 1:
+            raise bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        if self.loss_reduction not in ("sum", "mean"):
+            raise bad("loss_reduction", f"must be 'sum' (per-sample sum, the paper) or 'mean', got {self.loss_reduction!r}")
+        if self.benign_weight < 0 or self.harmful_weight < 0 or self.benign_weight + self.harmful_weight == 0:
+            raise bad("benign_weight", f"and harmful_weight must be >= 0 and not both 0, got "
+                      f"{self.benign_weight} and {self.harmful_weight}")
+        if self.method == "deeprefusal" and self.schedule is None:
+            raise bad("schedule", "is required for method='deeprefusal' (e.g. AblationSchedule.paper(0.5))")
+        if self.method != "deeprefusal" and self.schedule is not None:
+            raise bad("schedule", f"is set but method={self.method!r} does not ablate; use method='deeprefusal'")
+        if self.method == "refusal" and self.data.recovery:
+            raise bad("data", "has recovery=True but method='refusal'; use method='recovery' or 'deeprefusal'")
+        if self.direction_refresh_every is not None:
+            if self.method != "deeprefusal":
+                raise bad("direction_refresh_every", f"needs method='deeprefusal', got {self.method!r}")
+            if self.direction_refresh_every < 1:
+                raise bad("direction_refresh_every", f"must be >= 1 or None, got {self.direction_refresh_every}")
+        if not 0 <= self.direction_ema < 1:
+            raise bad("direction_ema", f"must be in [0, 1), got {self.direction_ema}")
+        if self.padding_side not in ("left", "right"):
+            raise bad("padding_side", f"must be left or right, got {self.padding_side!r}")
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            raise bad("mixed_precision", f"must be auto, bf16 or no, got {self.mixed_precision!r}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise bad("checkpoint_every", f"must be >= 1 or None, got {self.checkpoint_every}")
+
+    @classmethod
+    def for_method(cls, method: str, **overrides: Any) -> "TrainConfig":
+        """The method's defaults (recovery data for ``recovery``/``deeprefusal``; the paper's schedule
+        with p = 0.5 for ``deeprefusal``), then ``overrides``."""
+        if method not in METHODS:
+            raise ConfigError(f"TrainConfig.method must be one of {METHODS}, got {method!r}")
+        data = overrides.pop("data", DataConfig())
+        if method != "refusal" and not data.recovery:
+            data = replace(data, recovery=True)
+        if method == "deeprefusal":
+            overrides.setdefault("schedule", AblationSchedule.paper(0.5))
+        return cls(method=method, data=data, **overrides)
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else (2e-4 if self.lora else 2e-5)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["schedule"] = self.schedule.to_dict() if self.schedule is not None else None
+        d["data"] = self.data.to_dict()
+        d["adam_betas"] = list(self.adam_betas)
+        if isinstance(self.lora_targets, tuple):
+            d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"TrainConfig has no field(s) {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if d.get("schedule") is not None:
+            d["schedule"] = AblationSchedule.from_dict(d["schedule"])
+        if "data" in d:
+            d["data"] = DataConfig.from_dict(d["data"])
+        if "adam_betas" in d:
+            d["adam_betas"] = tuple(d["adam_betas"])
+        if isinstance(d.get("lora_targets"), list):
+            d["lora_targets"] = tuple(d["lora_targets"])
+        return cls(**d)
+

@@ -1,0 +1,389 @@
+"""Training examples for rebuilding refusal, and their exact token-level encoding.
+
+An :class:`Example` is one assistant turn to learn: ``prompt`` (the user's message), an optional
+``prefix`` that starts the assistant turn but is *not* learned (the harmful opening of a recovery
+example), and the ``response`` that is learned. Examples belong to a loss group: ``"harmful"``
+(refusals, recovery) or ``"benign"`` (helpful answers to harmless and borderline prompts).
+
+Encoding goes through the model's own chat format: ``format(prompt)`` is tokenised as the prompt, then
+the prefix and the response are tokenised as separate segments and concatenated -- exactly the ids the
+model sees when it generates after the prompt -- so the prompt/response boundary is exact to the token.
+Labels are ``-100`` everywhere except the response tokens (and the end-of-turn token of a complete
+response).
+
+On-policy sources (nothing to download): :func:`build_training_set` generates helpful answers with the
+model itself before training, uses the model's own refusals where it refuses (else a seeded choice from
+the shipped refusal texts), and takes harmful prefixes from the model's own answers -- generated while
+its refusal direction is ablated when a direction is given, or as it is when it is still unaligned -- or
+from a user's column (``harmful_answers=``).
+"""
+
+import logging
+import random
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from drtk.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+Group = Literal["benign", "harmful"]
+GROUPS: tuple[str, ...] = ("benign", "harmful")
+_SENTINEL = "\u2063DRTK_RESPONSE\u2063"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example.
+
+    Attributes:
+        prompt: the user's message (formatted through the chat template when encoded).
+        response: the text to learn.
+        group: ``"benign"`` or ``"harmful"`` (the loss groups of the paper's weighting).
+        kind: what it is (``refusal``, ``helpful``, ``borderline``, ``recovery``), for reports.
+        prefix: text that opens the assistant turn before ``response`` and is masked out of the loss.
+        complete: the response is a whole turn, so the end-of-turn token is learned after it (False for
+            answers cut at a token budget: the model must not learn to stop there).
+    """
+
+    prompt: str
+    response: str
+    group: str
+    kind: str
+    prefix: str = ""
+    complete: bool = True
+
+    def __post_init__(self) -> None:
+        if self.group not in GROUPS:
+            raise DataError(f"Example.group must be one of {GROUPS}, got {self.group!r}")
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The examples of a run (an immutable tuple with a summary)."""
+
+    examples: tuple[Example, ...]
+
+    def __post_init__(self) -> None:
+        if not self.examples:
+            raise DataError("the training set is empty; pass harmful and benign prompts to the builders")
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ex in self.examples:
+            out[ex.kind] = out.get(ex.kind, 0) + 1
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(e) for e in self.examples])
+
+    def require_groups(self, groups: Sequence[str] = GROUPS) -> "TrainingSet":
+        """Raise :class:`DataError` when a loss group has no example (a one-sided set)."""
+        have = {e.group for e in self.examples}
+        missing = [g for g in groups if g not in have]
+        if missing:
+            raise DataError(
+                f"the training set has no {' or '.join(missing)} examples ({self.counts()}); refusal training "
+                "needs harmful prompts (to refuse) and benign prompts (to keep answering), or over-refusal follows"
+            )
+        return self
+
+
+# -- builders (pure: texts in, examples out) -----------------------------------------------------------
+def _pick(texts: Sequence[str], n: int, rng: random.Random) -> list[str]:
+    if not texts:
+        raise DataError("no refusal texts to choose from")
+    return [rng.choice(list(texts)) for _ in range(n)]
+
+
+def refusal_examples(prompts: Sequence[str], refusals: Sequence[str]) -> list[Example]:
+    """Harmful prompt -> refusal (one refusal per prompt, aligned)."""
+    _same_length(prompts, refusals, "refusals")
+    return [Example(p, r, "harmful", "refusal") for p, r in zip(prompts, refusals)]
+
+
+def helpful_examples(
+    prompts: Sequence[str], answers: Sequence[str], *, kind: str = "helpful", complete: "Sequence[bool] | None" = None
+) -> list[Example]:
+    """Harmless (or borderline: ``kind="borderline"``) prompt -> helpful answer."""
+    _same_length(prompts, answers, "answers")
+    done = list(complete) if complete is not None else [True] * len(prompts)
+    return [Example(p, a, "benign", kind, complete=c) for p, a, c in zip(prompts, answers, done)]
+
+
+def recovery_examples(
+    prompts: Sequence[str],
+    harmful_answers: Sequence[str],
+    refusals: Sequence[str],
+    *,
+    tokenizer: Any,
+    k_range: tuple[int, int] = (20, 25),
+    seed: int = 0,
+    joiner: str = "\n\n",
+) -> list[Example]:
+    """Harmful prompt -> the first k tokens of a harmful answer (not learned) -> refusal (learned).
+
+    Args:
+        k_range: inclusive range of prefix lengths in tokens, drawn per example (Qi et al.; DeepRefusal
+            uses 20-25). Answers shorter than k keep all their tokens.
+        joiner: text between the cut prefix and the refusal (part of the learned response).
+    """
+    _same_length(prompts, harmful_answers, "harmful_answers")
+    _same_length(prompts, refusals, "refusals")
+    lo, hi = k_range
+    if not 1 <= lo <= hi:
+        raise ConfigError(f"recovery k_range must satisfy 1 <= low <= high, got {k_range}")
+    rng = random.Random(seed)
+    out = []
+    for prompt, answer, refusal in zip(prompts, harmful_answers, refusals):
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"][: rng.randint(lo, hi)]
+        if not ids:
+            continue
+        prefix = tokenizer.decode(ids, skip_special_tokens=True)
+        out.append(Example(prompt, joiner + refusal, "harmful", "recovery", prefix=prefix))
+    return out
+
+
+def _same_length(a: Sequence[Any], b: Sequence[Any], name: str) -> None:
+    if len(a) != len(b):
+        raise DataError(f"got {len(a)} prompts but {len(b)} {name}; pass one per prompt")
+
+
+# -- on-policy sources -----------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """How :func:`build_training_set` turns prompt sets into examples.
+
+    Attributes:
+        max_response_tokens: generated answers (and refusals) are cut to this many tokens.
+        recovery: add recovery examples (harmful prefix -> refusal) for every harmful prompt.
+        recovery_tokens: inclusive (low, high) range of harmful prefix lengths in tokens.
+        refusal_source: ``"auto"`` (the model's own refusal where it refuses, else a shipped one),
+            ``"model"`` (the same, logged when it falls back) or ``"shipped"`` (always the shipped texts).
+        prefix_source: harmful prefixes from the model ``"ablated"`` (its refusal direction ablated;
+            needs a direction) or ``"plain"`` (as it is, for a still-unaligned model); ignored when
+            ``harmful_answers`` are passed.
+        generation_batch_size: prompts per generation batch.
+        seed: seeds the refusal choice and the prefix lengths.
+    """
+
+    max_response_tokens: int = 48
+    recovery: bool = False
+    recovery_tokens: tuple[int, int] = (20, 25)
+    refusal_source: str = "auto"
+    prefix_source: str = "ablated"
+    generation_batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_response_tokens < 1:
+            raise ConfigError(f"DataConfig.max_response_tokens must be >= 1, got {self.max_response_tokens}")
+        lo, hi = self.recovery_tokens
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"DataConfig.recovery_tokens must be (low, high) with 1 <= low <= high, got {self.recovery_tokens}")
+        if self.refusal_source not in ("auto", "model", "shipped"):
+            raise ConfigError(f"DataConfig.refusal_source must be auto, model or shipped, got {self.refusal_source!r}")
+        if self.prefix_source not in ("ablated", "plain"):
+            raise ConfigError(f"DataConfig.prefix_source must be ablated or plain, got {self.prefix_source!r}")
+        if self.generation_batch_size < 1:
+            raise ConfigError(f"DataConfig.generation_batch_size must be >= 1, got {self.generation_batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["recovery_tokens"] = list(self.recovery_tokens)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"DataConfig has no field(s) {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if "recovery_tokens" in d:
+            d["recovery_tokens"] = tuple(d["recovery_tokens"])
+        return cls(**d)
+
+
+def _generate(model: Any, prompts: Sequence[str], cfg: DataConfig) -> tuple[list[str], list[bool]]:
+    """Greedy answers cut to ``max_response_tokens``, and whether each ended on its own."""
+    from drtk.generation import GenerationConfig, generate
+
+    texts = generate(model, list(prompts), config=GenerationConfig(
+        max_new_tokens=cfg.max_response_tokens, batch_size=cfg.generation_batch_size))
+    tok = model.tokenizer
+    complete = [len(tok(t, add_special_tokens=False)["input_ids"]) < cfg.max_response_tokens for t in texts]
+    return [t.strip() for t in texts], complete
+
+
+def build_training_set(
+    model: Any,
+    *,
+    harmful: Sequence[str],
+    harmless: Sequence[str] = (),
+    borderline: Sequence[str] = (),
+    config: "DataConfig | None" = None,
+    direction: "Tensor | None" = None,
+    harmful_answers: "Sequence[str] | None" = None,
+) -> TrainingSet:
+    """Build the examples of a run with the model's own generations (see the module docstring).
+
+    Args:
+        model: the model before training (a :class:`~drtk.models.ChatModel`).
+        harmful: prompts to refuse. harmless, borderline: prompts to keep answering.
+        config: a :class:`DataConfig`.
+        direction: the refusal direction, for ``prefix_source="ablated"`` recovery prefixes.
+        harmful_answers: harmful answers from a user's dataset, one per harmful prompt (recovery prefixes
+            are cut from these instead of generated).
+
+    Returns:
+        A :class:`TrainingSet` with both loss groups.
+    """
+    from drtk.data import load_texts
+    from drtk.interventions import ablation
+    from drtk.judges import is_refusal
+
+    cfg = config or DataConfig()
+    harmful, harmless, borderline = list(harmful), list(harmless), list(borderline)
+    if not harmful or not (harmless or borderline):
+        raise DataError(
+            f"build_training_set got {len(harmful)} harmful and {len(harmless) + len(borderline)} benign prompts; "
+            "both sides are needed (harmful prompts to refuse, harmless/borderline prompts to keep answering)"
+        )
+    rng = random.Random(cfg.seed)
+    shipped = load_texts("refusals")
+    examples: list[Example] = []
+    if harmless:
+        answers, complete = _generate(model, harmless, cfg)
+        examples += helpful_examples(harmless, answers, complete=complete)
+    if borderline:
+        answers, complete = _generate(model, borderline, cfg)
+        examples += helpful_examples(borderline, answers, kind="borderline", complete=complete)
+
+    refusals = _pick(shipped, len(harmful), rng)
+    plain_answers: "list[str] | None" = None
+    if cfg.refusal_source != "shipped" or (cfg.recovery and harmful_answers is None and cfg.prefix_source == "plain"):
+        plain_answers, plain_complete = _generate(model, harmful, cfg)
+    if cfg.refusal_source != "shipped" and plain_answers is not None:
+        own = [i for i, a in enumerate(plain_answers) if is_refusal(a) and plain_complete[i]]
+        for i in own:
+            refusals[i] = plain_answers[i]
+        logger.info("refusals: %d in the model's own style, %d shipped", len(own), len(harmful) - len(own))
+    examples += refusal_examples(harmful, refusals)
+
+    if cfg.recovery:
+        if harmful_answers is not None:
+            answers = list(harmful_answers)
+        elif cfg.prefix_source == "ablated":
+            if direction is None:
+                raise ConfigError(
+                    "DataConfig.prefix_source='ablated' needs a direction (or pass harmful_answers=, or use "
+                    "prefix_source='plain' for a model that still answers harmful prompts)"
+                )
+            with ablation(model, direction):
+                answers, _ = _generate(model, harmful, cfg)
+        else:
+            answers = plain_answers or []
+        keep = [i for i, a in enumerate(answers) if a and not is_refusal(a)]
+        logger.info("recovery: %d of %d harmful answers usable as prefixes", len(keep), len(harmful))
+        rec_refusals = _pick(shipped, len(keep), rng)
+        examples += recovery_examples(
+            [harmful[i] for i in keep], [answers[i] for i in keep], rec_refusals,
+            tokenizer=model.tokenizer, k_range=cfg.recovery_tokens, seed=cfg.seed,
+        )
+    return TrainingSet(tuple(examples)).require_groups()
+
+
+# -- encoding --------------------------------------------------------------------------------------------
+def end_of_turn_ids(model: Any) -> list[int]:
+    """Token ids that close an assistant turn in this model's template (e.g. ``<|im_end|>``)."""
+    tok = model.tokenizer
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
+    try:
+        text = tok.apply_chat_template(msgs, tokenize=False)
+        tail = text.split(_SENTINEL, 1)[1]
+    except Exception:  # templates that cannot render an assistant turn: fall back to EOS
+        tail = ""
+    ids = tok(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
+    specials = set(tok.all_special_ids)
+    for i, t in enumerate(ids):
+        if t in specials:
+            return ids[: i + 1]
+    return [tok.eos_token_id]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example as token ids: ``ids[:response_start]`` is the prompt, ``ids[response_start:loss_start]``
+    the unlearned prefix, ``ids[loss_start:]`` the learned response."""
+
+    ids: tuple[int, ...]
+    response_start: int
+    loss_start: int
+    group: int  # index into GROUPS
+
+
+def encode_example(model: Any, ex: Example, *, max_response_tokens: int, eot: Sequence[int]) -> Encoded:
+    tok = model.tokenizer
+    prompt = tok(model.chat.format(ex.prompt), add_special_tokens=False)["input_ids"]
+    prefix = tok(ex.prefix, add_special_tokens=False)["input_ids"] if ex.prefix else []
+    response = tok(ex.response, add_special_tokens=False)["input_ids"]
+    cut = len(response) > max_response_tokens
+    response = response[:max_response_tokens] + ([] if cut or not ex.complete else list(eot))
+    if not response:
+        raise DataError(f"example for prompt {ex.prompt[:60]!r} has an empty response")
+    ids = prompt + prefix + response
+    return Encoded(tuple(ids), len(prompt), len(prompt) + len(prefix), GROUPS.index(ex.group))
+
+
+@dataclass
+class TrainBatch:
+    """A padded batch. ``labels`` are -100 except learned response tokens; ``response_start`` is each
+    row's first assistant-turn column in padded coordinates (for the ablation region)."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    labels: Int[Tensor, "batch pos"]
+    response_start: Int[Tensor, "batch"]
+    group: Int[Tensor, "batch"]
+
+    @property
+    def position_ids(self) -> Int[Tensor, "batch pos"]:
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def to(self, device: "torch.device | str") -> "TrainBatch":
+        return TrainBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels,
+                                                   self.response_start, self.group)))
+
+
+def collate(items: Sequence[Encoded], *, pad_id: int, padding_side: str = "left") -> TrainBatch:
+    """Pad encoded examples into a :class:`TrainBatch` (left or right padding)."""
+    if padding_side not in ("left", "right"):
+        raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    T = max(len(e.ids) for e in items)
+    B = len(items)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, T), dtype=torch.long)
+    labels = torch.full((B, T), -100, dtype=torch.long)
+    start = torch.zeros(B, dtype=torch.long)
+    for b, e in enumerate(items):
+        off = T - len(e.ids) if padding_side == "left" else 0
+        ids = torch.tensor(e.ids, dtype=torch.long)
+        input_ids[b, off : off + len(ids)] = ids
+        attn[b, off : off + len(ids)] = 1
+        labels[b, off + e.loss_start : off + len(ids)] = ids[e.loss_start :]
+        start[b] = off + e.response_start
+    return TrainBatch(input_ids, attn, labels, start, torch.tensor([e.group for e in items], dtype=torch.long))
+
+
+def loss_mask(batch: TrainBatch) -> Bool[Tensor, "batch pos"]:
+    """Where the loss is taken (the learned response tokens)."""
+    return batch.labels != -100

@@ -1,0 +1,425 @@
+"""One training loop for refusal training, recovery training and DeepRefusal.
+
+Per optimizer step:
+
+1. the step's global batch is a pure function of ``(seed, step)`` (epoch permutations from a seeded
+   generator), so resuming needs only the step number; each process takes its share and splits it into
+   micro-batches (gradient accumulation);
+2. for ``deeprefusal`` the :class:`~drtk.schedules.ScheduleSampler` draws the masks of each forward pass,
+   and :func:`~drtk.interventions.ablation_hooks` projects the provider's direction out where they say,
+   inside a :func:`~drtk.interventions.hook_scope` that spans the forward pass *and* ``backward()``;
+3. the loss is ``benign_weight * mean_benign + harmful_weight * mean_harmful`` of per-sample losses
+   (sum or mean over each sample's response tokens), each group mean normalised by the group's count
+   in the whole global batch -- so micro-batching and data parallelism give the gradient of the full
+   batch exactly (DDP averages over processes; the loss is scaled by the process count to undo it);
+4. clip, AdamW, LR schedule; metrics (loss, group losses, lr, realized ablation rate, grad norm, step
+   time) go to a history; callbacks may add metrics; checkpoints are written every N steps.
+
+A non-finite loss or gradient stops the run with :class:`~drtk.errors.TrainingError` before the
+optimizer touches the weights; the last checkpoint stays as it was.
+"""
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from drtk.errors import ConfigError, TrainingError
+from drtk.interventions import ablation_hooks, hook_scope
+from drtk.schedules import ScheduleSampler
+from drtk.training.config import TrainConfig
+from drtk.training.data import GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids
+from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+
+
+class Callback:
+    """Hooks into the loop. ``on_step_end`` may return extra metrics for the step's history row."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        return None
+
+    def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> "dict[str, float] | None":
+        return None
+
+
+def lora_target_names(hf: torch.nn.Module, targets: "str | Sequence[str]") -> list[str]:
+    """Full module names of the decoder's linear layers to adapt.
+
+    The bridge wraps every HF module in place (``q_proj._original_component`` is the real ``Linear``), so
+    peft's name matching is given the full names of the wrapped ``Linear`` modules. The output head is
+    never adapted.
+    """
+    out = []
+    for name, mod in hf.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or "lm_head" in name:
+            continue
+        leaf = [p for p in name.split(".") if p != "_original_component"][-1]
+        if targets == "all-linear" or leaf in targets:
+            out.append(name)
+    if not out:
+        raise ConfigError(f"TrainConfig.lora_targets={targets!r} matched no linear layer of the model")
+    return out
+
+
+def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return 1.0 - frac if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return f
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.train` returns: the metrics history (one row per step) and the config."""
+
+    history: pd.DataFrame
+    config: TrainConfig
+    steps_done: int
+
+
+class Trainer:
+    """The loop. Build it, call :meth:`train`.
+
+    Args:
+        model: a :class:`~drtk.models.ChatModel`; trained in place (LoRA adapters are injected into it).
+        dataset: the examples (both loss groups needed).
+        config: a :class:`~drtk.training.TrainConfig`.
+        direction: for ``deeprefusal``: a :class:`~drtk.directions.Direction`, a tensor, or a
+            :class:`~drtk.training.DirectionProvider`.
+        refresh_prompts: ``(harmful, harmless)`` probe prompts for ``direction_refresh_every``.
+        callbacks: :class:`Callback` objects.
+        checkpoint_dir: where checkpoints go (None: none are written).
+        accelerator: an ``accelerate.Accelerator`` (default: a new one; under ``accelerate launch``
+            it is data parallel).
+
+    Example:
+        >>> cfg = TrainConfig.for_method("deeprefusal", steps=100)                       # doctest: +SKIP
+        >>> result = Trainer(model, data, cfg, direction=direction).train()             # doctest: +SKIP
+        >>> result.history[["loss", "ablation_rate"]].plot()                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        dataset: TrainingSet,
+        config: TrainConfig,
+        *,
+        direction: Any = None,
+        refresh_prompts: "tuple[Sequence[str], Sequence[str]] | None" = None,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: "str | Path | None" = None,
+        accelerator: Any = None,
+    ) -> None:
+        from accelerate import Accelerator
+
+        self.model, self.config, self.callbacks = model, config, list(callbacks)
+        self.dataset = dataset.require_groups() if isinstance(dataset, TrainingSet) else dataset
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.accelerator = accelerator or Accelerator(cpu=model.device.type == "cpu")
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        per_proc, rem = divmod(config.batch_size, self.world)
+        self.micro = config.micro_batch_size or per_proc
+        if rem or per_proc % self.micro:
+            raise ConfigError(
+                f"TrainConfig.batch_size ({config.batch_size}) must split evenly over {self.world} process(es) "
+                f"and micro_batch_size ({config.micro_batch_size}); pick batch_size = processes x micro x k"
+            )
+        self.provider = self._provider(direction, refresh_prompts)
+        self.sampler = None
+        if config.schedule is not None:
+            self.sampler = ScheduleSampler(
+                config.schedule, n_layers=model.n_layers, seed=config.seed * 1009 + 17 + self.rank,
+                direction_layer=self.provider.layer if self.provider else None, device=model.device,
+            )
+        eot = end_of_turn_ids(model)
+        self.encoded: list[Encoded] = [
+            encode_example(model, ex, max_response_tokens=config.data.max_response_tokens, eot=eot)
+            for ex in self.dataset.examples
+        ]
+        self.peft_model = self._setup_params()
+        self.params = [p for p in model.hf.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.resolved_lr, betas=config.adam_betas,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
+        self.net = self.accelerator.prepare_model(model.hf) if self.world > 1 else model.hf
+        self.step = 0
+        self.rows: list[dict[str, float]] = []
+        self._perm_cache: dict[int, Tensor] = {}
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _provider(self, direction: Any, refresh: Any) -> "DirectionProvider | None":
+        cfg = self.config
+        if cfg.method != "deeprefusal":
+            return None
+        if direction is None:
+            raise ConfigError("method='deeprefusal' needs a direction (a Direction, a tensor or a DirectionProvider)")
+        if hasattr(direction, "current"):
+            return direction
+        layer = None
+        if hasattr(direction, "for_model"):  # a drtk Direction: check it fits this model
+            layer = direction.layer
+            direction = direction.for_model(self.model)
+        from drtk.interventions import layer_bases
+
+        layer_bases(direction, self.model.n_layers, self.model.d_model)  # shape check, raises on mismatch
+        if cfg.direction_refresh_every is not None:
+            if refresh is None:
+                raise ConfigError("TrainConfig.direction_refresh_every needs refresh_prompts=(harmful, harmless)")
+            return RefreshedDirection(direction, harmful=refresh[0], harmless=refresh[1],
+                                      every=cfg.direction_refresh_every, ema=cfg.direction_ema, layer=layer)
+        return FixedDirection(direction, layer)
+
+    def _setup_params(self) -> Any:
+        cfg, hf = self.config, self.model.hf
+        if not cfg.lora:
+            hf.requires_grad_(True)
+            return None
+        from peft import LoraConfig, get_peft_model
+
+        if hasattr(hf, "peft_config"):
+            raise TrainingError("this model already carries LoRA adapters; load a fresh model to train again")
+        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=lora_target_names(hf, cfg.lora_targets), bias="none")
+        # peft injects the adapters into `hf` in place; the bridge keeps firing its hooks around them.
+        return get_peft_model(hf, lcfg)
+
+    # -- data order --------------------------------------------------------------------------------
+    def batch_indices(self, step: int) -> list[int]:
+        """The global batch of ``step``: a pure function of (seed, step)."""
+        n, B = len(self.encoded), self.config.batch_size
+        out = []
+        for pos in range(step * B, step * B + B):
+            epoch, i = divmod(pos, n)
+            if epoch not in self._perm_cache:
+                g = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
+                self._perm_cache = {epoch: torch.randperm(n, generator=g)}
+            out.append(int(self._perm_cache[epoch][i]))
+        return out
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        mp = self.config.mixed_precision
+        if self.model.device.type == "cuda" and mp in ("auto", "bf16"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _micro_loss(self, batch: Any, norm: Tensor) -> tuple[Tensor, Tensor]:
+        """The micro-batch's share of the step loss, and (sum loss per group, count per group)."""
+        cfg = self.config
+        with self._autocast():
+            logits = self.net(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              position_ids=batch.position_ids, use_cache=False).logits
+        labels = batch.labels[:, 1:]
+        ce = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, T-1)
+        n_tok = (labels != -100).sum(1).clamp(min=1)
+        per_sample = ce.sum(1) if cfg.loss_reduction == "sum" else ce.sum(1) / n_tok
+        weight = norm[batch.group]  # group weight / group count in the global batch
+        loss = (per_sample * weight).sum() * self.world  # DDP averages over processes
+        stats = torch.stack([
+            torch.zeros(2, device=ce.device).index_add(0, batch.group, per_sample.detach()),
+            torch.zeros(2, device=ce.device).index_add(0, batch.group, torch.ones_like(per_sample)),
+        ])
+        return loss, stats
+
+    def train_step(self) -> dict[str, float]:
+        cfg, acc, step = self.config, self.accelerator, self.step
+        t0 = time.perf_counter()
+        idx = self.batch_indices(step)
+        groups = torch.tensor([self.encoded[i].group for i in idx])
+        counts = torch.bincount(groups, minlength=len(GROUPS)).float()
+        w = torch.tensor([cfg.benign_weight, cfg.harmful_weight])
+        present = counts > 0
+        norm = torch.where(present, w / counts.clamp(min=1), torch.zeros_like(w))
+        norm = (norm / (w * present).sum()).to(self.model.device)  # weights of the present groups sum to 1
+        share = len(idx) // self.world
+        mine = idx[self.rank * share : (self.rank + 1) * share]
+        chunks = [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
+        stats = torch.zeros(2, 2, device=self.model.device)
+        abl = torch.zeros(2, device=self.model.device)  # ablated cells, region cells
+        direction = self.provider.current() if self.provider else None
+        self.model.hf.train()
+        for j, chunk in enumerate(chunks):
+            batch = collate([self.encoded[i] for i in chunk], pad_id=self.model.tokenizer.pad_token_id,
+                            padding_side=cfg.padding_side).to(self.model.device)
+            hooks = []
+            if self.sampler is not None:
+                masks = self.sampler.sample(batch.attention_mask, batch.response_start)
+                abl += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
+                hooks = ablation_hooks(self.model, direction, sites=self.sampler.sites, mask_fn=self.sampler.mask_fn)
+            sync = nullcontext() if (j == len(chunks) - 1 or self.world == 1) else acc.no_sync(self.net)
+            with sync, hook_scope(self.model, hooks):  # hooks stay on through backward()
+                loss, s = self._micro_loss(batch, norm)
+                acc.backward(loss)
+            stats += s
+        if self.world > 1:
+            stats, abl = acc.reduce(stats, reduction="sum"), acc.reduce(abl, reduction="sum")
+        group_mean = stats[0] / stats[1].clamp(min=1)
+        total = float((norm.cpu() * stats[0].cpu()).sum())
+        grad_norm = self._clip()
+        if not math.isfinite(total) or not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            where = f"; the last good checkpoint is in {self.checkpoint_dir / CHECKPOINT}" if self._has_checkpoint() else ""
+            raise TrainingError(
+                f"non-finite loss ({total}) or gradient norm ({grad_norm}) at step {step}; the weights were not "
+                f"updated{where}. Lower TrainConfig.lr, keep max_grad_norm set, or check the data."
+            )
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.sampler is not None:
+            self.sampler.advance()
+        if self.provider is not None:
+            self.provider.after_step(self.model, step)
+        self.step += 1
+        rate = float(abl[0] / abl[1]) if abl[1] > 0 else 0.0
+        return {
+            "step": step, "loss": total,
+            "loss_benign": float(group_mean[0]) if stats[1, 0] > 0 else float("nan"),
+            "loss_harmful": float(group_mean[1]) if stats[1, 1] > 0 else float("nan"),
+            "lr": lr, "ablation_rate": rate, "grad_norm": grad_norm,
+            "step_time": time.perf_counter() - t0,
+        }
+
+    def _clip(self) -> float:
+        if self.config.max_grad_norm is not None:
+            return float(torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm))
+        grads = [p.grad.detach().float().norm() for p in self.params if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
+
+    # -- the run -----------------------------------------------------------------------------------
+    def train(self, *, resume: bool = False) -> TrainResult:
+        """Run to ``config.steps`` (from the last checkpoint when ``resume``); returns the history."""
+        if resume:
+            self.load_checkpoint()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        bar = None
+        if self.config.progress and self.accelerator.is_main_process:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.config.steps, initial=self.step, desc=f"train {self.config.method}")
+        try:
+            while self.step < self.config.steps:
+                row = self.train_step()
+                for cb in self.callbacks:
+                    row.update(cb.on_step_end(self, row["step"], dict(row)) or {})
+                self.rows.append(row)
+                every = self.config.checkpoint_every
+                if self.checkpoint_dir is not None and (
+                    self.step == self.config.steps or (every is not None and self.step % every == 0)
+                ):
+                    self.save_checkpoint()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.3g}", rate=f"{row['ablation_rate']:.2f}")
+        finally:
+            if bar is not None:
+                bar.close()
+            self.model.hf.eval()
+        return TrainResult(self.history, self.config, self.step)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _trainable_state(self) -> dict[str, Tensor]:
+        return {n: p.detach().cpu().contiguous() for n, p in self.model.hf.named_parameters() if p.requires_grad}
+
+    def _has_checkpoint(self) -> bool:
+        return self.checkpoint_dir is not None and (self.checkpoint_dir / CHECKPOINT / "trainer.json").exists()
+
+    def save_checkpoint(self) -> Path:
+        """Write everything a resume needs to ``checkpoint_dir/checkpoint`` (atomically replaced)."""
+        from safetensors.torch import save_file
+
+        if self.checkpoint_dir is None:
+            raise TrainingError("this Trainer has no checkpoint_dir; pass checkpoint_dir= to save checkpoints")
+        final = self.checkpoint_dir / CHECKPOINT
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            tmp = self.checkpoint_dir / f".{CHECKPOINT}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
+            torch.save({
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "sampler": self.sampler.state_dict() if self.sampler else None,
+                "provider": self.provider.state_dict() if self.provider else None,
+            }, tmp / "state.pt")
+            (tmp / "trainer.json").write_text(json.dumps({
+                "step": self.step, "config": self.config.to_dict(), "model": self.model.fingerprint(),
+                "history": self.rows,
+            }, default=float))
+            old = self.checkpoint_dir / f".{CHECKPOINT}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self) -> None:
+        """Restore weights, optimizer, LR schedule, sampler and direction state, step and history."""
+        from safetensors.torch import load_file
+
+        if not self._has_checkpoint():
+            raise TrainingError(f"no checkpoint to resume from in {self.checkpoint_dir}; run without --resume")
+        path = self.checkpoint_dir / CHECKPOINT  # type: ignore[operator]
+        meta = json.loads((path / "trainer.json").read_text())
+        saved = TrainConfig.from_dict(meta["config"]).to_dict()
+        ours = self.config.to_dict()
+        differ = [k for k in ours if k not in ("steps", "progress", "checkpoint_every") and ours[k] != saved[k]]
+        if differ:
+            raise TrainingError(
+                f"the checkpoint in {path} was written with a different config ({', '.join(differ)} differ); "
+                "resume with the run's config.json or start a new --out folder"
+            )
+        weights = load_file(str(path / "trainable.safetensors"))
+        params = dict(self.model.hf.named_parameters())
+        missing = [n for n in weights if n not in params]
+        if missing or len(weights) != len(self.params):
+            raise TrainingError(f"checkpoint weights do not match the model's trainable parameters ({missing[:3]})")
+        with torch.no_grad():
+            for n, t in weights.items():
+                params[n].copy_(t)
+        state = torch.load(path / "state.pt", weights_only=True, map_location=self.model.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.sampler is not None:
+            state["sampler"]["generator"] = state["sampler"]["generator"].cpu()
+            self.sampler.load_state_dict(state["sampler"])
+        if self.provider is not None:
+            self.provider.load_state_dict(state["provider"])
+        self.step = int(meta["step"])
+        self.rows = list(meta["history"])
+        logger.info("resumed from %s at step %d", path, self.step)
+
+
+def train(model: Any, dataset: TrainingSet, config: TrainConfig, **kwargs: Any) -> TrainResult:
+    """``Trainer(model, dataset, config, **kwargs).train(resume=...)`` in one call."""
+    resume = kwargs.pop("resume", False)
+    return Trainer(model, dataset, config, **kwargs).train(resume=resume)

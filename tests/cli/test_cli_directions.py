@@ -1,0 +1,37 @@
+import json
+
+import pandas as pd
+
+from drtk.cli import main
+from drtk.directions import Direction
+
+
+def test_directions_command_writes_artifacts(tmp_path):
+    out = tmp_path / "dirs"
+    rc = main(["directions", "--model", "drtk-tiny-chat", "--out", str(out), "--n-fit", "8", "--n-val", "4",
+               "--n-test", "6", "--top-k", "2", "--batch-size", "4"])
+    assert rc == 0
+    for name in ("direction.safetensors", "direction.json", "candidates.safetensors", "candidates.json",
+                 "selection.csv", "summary.json"):
+        assert (out / name).exists(), name
+    for fig in ("cosine_layers", "cosine_positions", "selection_scores", "projection_by_layer"):
+        assert (out / "figures" / f"{fig}.html").exists()
+    d = Direction.load(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert d.layer == summary["layer"] and 0.0 <= summary["test_auroc"] <= 1.0
+    table = pd.read_csv(out / "selection.csv")
+    assert table.selected.sum() == 1
+
+
+def test_bad_model_name_is_a_clean_error(tmp_path, capsys):
+    rc = main(["directions", "--model", "no-such-model", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "is not a folder, a built-in name or a hub id" in capsys.readouterr().err
+
+
+def test_help_lists_directions(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "directions" in capsys.readouterr().out

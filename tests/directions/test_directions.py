@@ -1,0 +1,145 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from drtk.data import load_prompts
+from drtk.directions import (
+    Direction,
+    SelectionConfig,
+    auroc,
+    collect_post_instruction,
+    compute_candidates,
+    find_direction,
+    per_layer_directions,
+    per_layer_subspaces,
+    projections_by_layer,
+    refusal_score,
+)
+from drtk.errors import ConfigError, DataError, DirectionMismatchError
+from tests.conftest import PROMPTS
+
+HARMFUL = list(load_prompts("harmful").prompts[:10])
+HARMLESS = list(load_prompts("harmless").prompts[:10])
+
+
+def test_candidates_have_post_by_layer_shape(tiny):
+    c = compute_candidates(tiny, HARMFUL[:4], HARMLESS[:4], batch_size=3)
+    assert c.diffs.shape == (tiny.chat.n_post, tiny.n_layers, tiny.d_model)
+    assert len(c.post_tokens) == tiny.chat.n_post
+    torch.testing.assert_close(c.vector(-1, 2), c.harmful_mean[-1, 2] - c.harmless_mean[-1, 2])
+
+
+def test_batched_means_equal_one_prompt_at_a_time(tiny):
+    batched = collect_post_instruction(tiny, PROMPTS, batch_size=4)
+    singles = torch.stack([collect_post_instruction(tiny, [p], batch_size=1) for p in PROMPTS]).mean(0)
+    torch.testing.assert_close(batched, singles, atol=1e-5, rtol=1e-5)
+    per_prompt = collect_post_instruction(tiny, PROMPTS, batch_size=3, reduce="none")
+    assert per_prompt.shape == (len(PROMPTS), tiny.chat.n_post, tiny.n_layers, tiny.d_model)
+    torch.testing.assert_close(per_prompt.mean(0), batched, atol=1e-5, rtol=1e-5)
+
+
+def test_collection_reads_block_inputs(tiny):
+    # the first layer's input at the last position is the token embedding of the template's last token
+    acts = collect_post_instruction(tiny, PROMPTS[:1], batch_size=1)
+    emb = tiny.hf.get_input_embeddings().weight[tiny.chat.post_instruction_ids[-1]]
+    torch.testing.assert_close(acts[-1, 0], emb.detach(), atol=1e-6, rtol=1e-6)
+
+
+def test_empty_or_one_sided_sets_are_errors(tiny):
+    with pytest.raises(DataError, match="harmless prompt set is empty"):
+        compute_candidates(tiny, HARMFUL[:2], [])
+    with pytest.raises(DataError, match="harmful prompt set is empty"):
+        compute_candidates(tiny, [], HARMLESS[:2])
+
+
+def test_direction_roundtrip_and_sidecar(tmp_path, tiny):
+    d = Direction(torch.randn(40), "single", tiny.model_id, 3, 40, layer=1, position=-1,
+                  site="blocks.1.hook_resid_pre", metadata={"bypass": -1.5})
+    path = d.save(tmp_path / "direction")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["model_id"] == "drtk-tiny-chat" and meta["layer"] == 1 and "drtk_version" in meta
+    back = Direction.load(tmp_path)
+    assert torch.equal(back.vector, d.vector) and back.metadata == d.metadata and back.site == d.site
+
+
+def test_direction_from_another_model_is_a_clear_error(tiny):
+    d = Direction(torch.randn(576), "single", "smollm2-135m-instruct", 30, 576, layer=14, site="blocks.14.hook_resid_pre")
+    with pytest.raises(DirectionMismatchError, match="d_model 576 but the model 'drtk-tiny-chat' has 40"):
+        d.for_model(tiny)
+    other = Direction(torch.randn(40), "single", "other", 5, 40)
+    with pytest.raises(DirectionMismatchError, match="5 layers"):
+        other.check_model(tiny)
+
+
+def test_missing_direction_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="drtk directions"):
+        Direction.load(tmp_path)
+
+
+def test_direction_shape_is_validated():
+    with pytest.raises(ValueError, match="per_layer direction needs 2 axes"):
+        Direction(torch.randn(40), "per_layer", "m", 3, 40)
+
+
+def test_per_layer_and_subspace_directions(tiny):
+    pl = per_layer_directions(tiny, HARMFUL[:6], HARMLESS[:6])
+    assert pl.vector.shape == (3, 40) and pl.kind == "per_layer"
+    sub = per_layer_subspaces(tiny, HARMFUL[:6], HARMLESS[:6], k=2)
+    assert sub.vector.shape == (3, 2, 40)
+    gram = torch.einsum("lkd,ljd->lkj", sub.vector, sub.vector)
+    torch.testing.assert_close(gram, torch.eye(2).expand(3, 2, 2), atol=1e-5, rtol=1e-5)
+    # first singular direction points the same way as the mean difference (layer 0 at the last
+    # position sees one fixed token embedding, so its difference is zero there)
+    assert torch.allclose(pl.vector[0], torch.zeros(40))
+    assert ((sub.vector[1:, 0] * pl.vector[1:]).sum(-1) > 0).all()
+    with pytest.raises(ConfigError, match="at least 4 harmful prompts"):
+        per_layer_subspaces(tiny, HARMFUL[:3], HARMLESS[:3], k=4)
+
+
+def test_refusal_score_is_log_odds():
+    logits = torch.log(torch.tensor([[0.2, 0.3, 0.5]]))
+    score = refusal_score(logits, [0, 1])
+    torch.testing.assert_close(score, torch.log(torch.tensor([0.5 / 0.5])))
+    torch.testing.assert_close(refusal_score(logits, [2, 1]), torch.log(torch.tensor([0.8 / 0.2])))
+
+
+def test_auroc_known_values():
+    assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 0.0
+    assert auroc(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0])) == 0.5
+    assert auroc(torch.tensor([1.0]), torch.tensor([1.0])) == 0.5
+
+
+def test_find_direction_on_tiny_model(tiny):
+    cfg = SelectionConfig(top_k=3, batch_size=4, criterion="bypass")
+    res = find_direction(tiny, HARMFUL[:6], HARMLESS[:6], HARMFUL[6:10], HARMLESS[6:10], config=cfg)
+    t = res.table
+    assert isinstance(t, pd.DataFrame) and len(t) == tiny.chat.n_post * tiny.n_layers
+    assert t.bypass.notna().sum() == 3
+    chosen = t[t.selected]
+    assert len(chosen) == 1 and bool(chosen.eligible.iloc[0])
+    assert int(chosen.layer.iloc[0]) < 0.8 * tiny.n_layers + 1
+    d = res.direction
+    assert d.kind == "single" and d.vector.shape == (40,)
+    torch.testing.assert_close(d.vector, res.candidates.vector(d.position, d.layer))
+    assert d.metadata["criterion"] == "bypass"
+    proj = projections_by_layer(tiny, HARMFUL[:3], d.vector, position=d.position)
+    assert proj.shape == (3, tiny.n_layers)
+
+
+def test_selection_config_validates():
+    with pytest.raises(ConfigError, match="max_layer_fraction"):
+        SelectionConfig(max_layer_fraction=0.0)
+    with pytest.raises(ConfigError, match="criterion"):
+        SelectionConfig(criterion="best")
+
+
+def test_library_calls_leave_global_torch_rng_alone(tiny):
+    state = torch.get_rng_state()
+    compute_candidates(tiny, HARMFUL[:3], HARMLESS[:3])
+    from drtk.models import load_model
+
+    load_model("drtk-tiny-chat")
+    assert torch.equal(state, torch.get_rng_state())

@@ -42,9 +42,30 @@ def fresh_direction(model: Any, context: AttackContext) -> Any:
         cfg = context.selection or SelectionConfig(top_k=8)
         logger.info("re-extracting a fresh direction on %s (%d fit / %d val prompts)", model.model_id,
                     len(sets["harmful_fit"]), len(sets["harmful_val"]))
-        context.cache[key] = find_direction(model, sets["harmful_fit"], sets["harmless_fit"], sets["harmful_val"],
-                                            sets["harmless_val"], config=cfg).direction
+        result = find_direction(model, sets["harmful_fit"], sets["harmless_fit"], sets["harmful_val"],
+                                sets["harmless_val"], config=cfg)
+        context.cache[key] = _nonzero(result)
     return context.cache[key]
+
+
+def _nonzero(result: Any) -> Any:
+    """The selected direction, or the best-scoring non-zero candidate when selection picked a zero vector.
+
+    At layer 0 the residual stream is the token embedding, and post-instruction tokens are the same for
+    every prompt, so those candidates are exactly zero; selection can still rank one first on a tiny
+    model. Ablating a zero vector is undefined, so fall back to the next best scored candidate.
+    """
+    from dataclasses import replace
+
+    d = result.direction
+    if float(d.vector.norm()) > 0:
+        return d
+    for _, row in result.table[result.table.bypass.notna()].sort_values("bypass").iterrows():
+        vec = result.candidates.vector(int(row.position), int(row.layer))
+        if float(vec.norm()) > 0:
+            logger.warning("selected direction is zero (layer %d); using %s instead", d.layer, row.site)
+            return replace(d, vector=vec.clone(), layer=int(row.layer), position=int(row.position), site=str(row.site))
+    raise DataError("every scored direction candidate is zero; the harmful and harmless prompts look identical to the model")
 
 
 def last_fresh(context: AttackContext) -> Any:
@@ -65,6 +86,12 @@ def fit_per_layer(model: Any, context: AttackContext, k: int, position: int) -> 
         context.cache[key] = (per_layer_directions(model, h, b, position=position) if k == 1
                               else per_layer_subspaces(model, h, b, k=k, position=position))
     return context.cache[key]
+
+
+def live_layers(vector: Any) -> list[int]:
+    """Layers whose per-layer direction is non-zero (layer 0 at template positions is exactly zero)."""
+    norms = vector.flatten(1).norm(dim=-1) if vector.ndim > 1 else vector.norm()[None]
+    return [i for i, n in enumerate(norms.tolist()) if n > 1e-8]
 
 
 def get_direction(model: Any, context: AttackContext, source: str, *, attack: str) -> Any:

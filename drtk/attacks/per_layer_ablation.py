@@ -6,7 +6,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from drtk.attacks._shared import fit_per_layer
+from drtk._types import ABLATION_POINTS, all_sites
+from drtk.attacks._shared import fit_per_layer, live_layers
 from drtk.attacks.base import Attack, AttackContext, register_attack
 from drtk.errors import ConfigError
 from drtk.interventions import ablation
@@ -35,8 +36,13 @@ class PerLayerAblation(Attack):
 
     @contextmanager
     def applied(self, model: Any, context: AttackContext) -> Iterator[Any]:
-        direction = fit_per_layer(model, context, self.k, self.position)
-        with ablation(model, direction.vector.to(model.device)):
+        vec = fit_per_layer(model, context, self.k, self.position).vector.clone()
+        live = live_layers(vec)
+        dead = [i for i in range(vec.shape[0]) if i not in live]
+        if dead:  # zero at those layers: nothing to ablate there; any non-zero stand-in keeps the shapes valid
+            vec[dead] = 1.0
+        sites = [s for s in all_sites(model.n_layers, ABLATION_POINTS) if s.layer in live]
+        with ablation(model, vec.to(model.device), sites=sites):
             yield model
 
     def describe(self, context: AttackContext) -> dict[str, Any]:

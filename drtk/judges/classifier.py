@@ -71,6 +71,9 @@ class ClassifierJudge:
 
         errors = []
         for local_only in (True, False):  # the local cache first: no network wait when it is there
+            if not local_only and not _hub_reachable():
+                errors.append("the hub is unreachable from this machine (offline mode or no DNS/network)")
+                break
             try:
                 self._tok = AutoTokenizer.from_pretrained(self.hub_id, local_files_only=local_only)
                 self._model = AutoModelForCausalLM.from_pretrained(self.hub_id, local_files_only=local_only)
@@ -101,6 +104,22 @@ class ClassifierJudge:
                                        pad_token_id=self._tok.pad_token_id)
             out += [self.parse(t) for t in self._tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
         return out
+
+
+def _hub_reachable() -> bool:
+    """False when offline mode is on or the hub's host does not resolve (avoids minutes of retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+        return True
+    except OSError:
+        return False
 
 
 def _llamaguard_render(tok: Any, prompt: str, completion: str) -> str:

@@ -37,6 +37,8 @@ StepProfile = Literal["constant", "linear", "cosine", "step"]
 LayerProfile = Literal["uniform", "window", "bump", "array"]
 DepthProfile = Literal["flat", "decay", "first", "array"]
 Region = Literal["response", "prompt", "all"]
+# Fields hold plain ``str`` (checked against these in ``__post_init__``) so that a wrong value raises a
+# ConfigError naming the field, also under runtime type checking.
 Mode = Literal["gated", "paper"]
 GatePer = Literal["batch", "row"]
 
@@ -88,22 +90,22 @@ class AblationSchedule:
 
     p_site: float = 0.5
     p_token: float = 0.5
-    mode: Mode = "gated"
-    gate_per: GatePer = "batch"
+    mode: str = "gated"
+    gate_per: str = "batch"
     points: tuple[str, ...] = ABLATION_POINTS
-    region: Region = "response"
-    step_profile: StepProfile = "constant"
+    region: str = "response"
+    step_profile: str = "constant"
     warmup_steps: int = 0
     total_steps: "int | None" = None
     final_scale: float = 1.0
     milestones: tuple[int, ...] = ()
     milestone_scales: tuple[float, ...] = ()
-    layer_profile: LayerProfile = "uniform"
+    layer_profile: str = "uniform"
     layer_window: "tuple[int, int] | None" = None
     bump_center: "int | None" = None
     bump_width: float = 3.0
     layer_weights: tuple[float, ...] = ()
-    depth_profile: DepthProfile = "flat"
+    depth_profile: str = "flat"
     depth_half_life: float = 8.0
     depth_first: int = 8
     depth_floor: float = 0.0

@@ -20,11 +20,14 @@ from drtk.training.loop import Callback
 
 
 def _diff_means(model: Any, harmful: Sequence[str], harmless: Sequence[str]) -> Tensor:
-    """(layer, d_model) difference in means at the last post-instruction token."""
+    """(layer, d_model) unit difference in means at the last post-instruction token; NaN rows where the
+    difference vanishes (layer 0 reads only the embedding of the same template token)."""
     from drtk.directions import collect_post_instruction
 
-    return (collect_post_instruction(model, harmful, n_post=1)[0]
+    diff = (collect_post_instruction(model, harmful, n_post=1)[0]
             - collect_post_instruction(model, harmless, n_post=1)[0])
+    norm = diff.norm(dim=-1, keepdim=True)
+    return torch.where(norm > 1e-6 * norm.max(), diff / norm, torch.full_like(diff, float("nan")))
 
 
 class RefusalProbe(Callback):
@@ -37,7 +40,7 @@ class RefusalProbe(Callback):
         self.direction, self.layer = direction, layer
 
     @torch.no_grad()
-    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, float]) -> "dict[str, float] | None":
+    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, Any]) -> "dict[str, Any] | None":
         if (step + 1) % self.every:
             return None
         from drtk.directions import collect_post_instruction
@@ -61,20 +64,20 @@ class DirectionDrift(Callback):
     def __init__(self, harmful: Sequence[str], harmless: Sequence[str], *, every: int = 10) -> None:
         self.harmful, self.harmless, self.every = list(harmful), list(harmless), every
         self.r0: "Tensor | None" = None
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []
 
     @torch.no_grad()
     def on_train_begin(self, trainer: Any) -> None:
         if self.r0 is None:
-            self.r0 = unit(_diff_means(trainer.model, self.harmful, self.harmless))
+            self.r0 = _diff_means(trainer.model, self.harmful, self.harmless)
 
     @torch.no_grad()
-    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, float]) -> "dict[str, float] | None":
+    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, Any]) -> "dict[str, Any] | None":
         if (step + 1) % self.every or self.r0 is None:
             return None
-        cos = (unit(_diff_means(trainer.model, self.harmful, self.harmless)) * self.r0).sum(-1)
+        cos = (_diff_means(trainer.model, self.harmful, self.harmless) * self.r0).sum(-1)
         self.rows += [{"step": step, "layer": layer, "cos": float(c)} for layer, c in enumerate(cos)]
-        return {"drift_min": float(cos.min())}
+        return {"drift_min": float(cos.nan_to_num(nan=float("inf")).min())}
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -87,7 +90,7 @@ class LivePlot(Callback):
     def __init__(self, every: int = 5) -> None:
         self.every = every
 
-    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, float]) -> "dict[str, float] | None":
+    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, Any]) -> "dict[str, Any] | None":
         if (step + 1) % self.every:
             return None
         from IPython.display import clear_output, display

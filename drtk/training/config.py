@@ -50,7 +50,7 @@ class TrainConfig:
         data: how training examples are built (saved with the run).
     """
 
-    method: Method = "refusal"
+    method: str = "refusal"
     steps: int = 100
     batch_size: int = 8
     micro_batch_size: "int | None" = None

@@ -261,12 +261,15 @@ def build_training_set(
     rng = random.Random(cfg.seed)
     shipped = load_texts("refusals")
     examples: list[Example] = []
-    if harmless:
-        answers, complete = _generate(model, harmless, cfg)
-        examples += helpful_examples(harmless, answers, complete=complete)
-    if borderline:
-        answers, complete = _generate(model, borderline, cfg)
-        examples += helpful_examples(borderline, answers, kind="borderline", complete=complete)
+    for kind, prompts in (("helpful", harmless), ("borderline", borderline)):
+        if prompts:
+            answers, complete = _generate(model, prompts, cfg)
+            # an empty answer teaches nothing; the model's own refusal of a benign prompt teaches over-refusal
+            keep = [i for i, a in enumerate(answers) if a and not is_refusal(a)]
+            if len(keep) < len(prompts):
+                logger.info("%s: dropped %d empty or refusing answers", kind, len(prompts) - len(keep))
+            examples += helpful_examples([prompts[i] for i in keep], [answers[i] for i in keep], kind=kind,
+                                         complete=[complete[i] for i in keep])
 
     refusals = _pick(shipped, len(harmful), rng)
     plain_answers: "list[str] | None" = None

@@ -9,7 +9,7 @@ unchanged to :func:`drtk.interventions.ablation_hooks`.
 """
 
 import logging
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -20,6 +20,7 @@ from drtk.interventions import unit
 logger = logging.getLogger(__name__)
 
 
+@runtime_checkable
 class DirectionProvider(Protocol):
     #: the layer the direction was read at, for layer profiles centred on it (None: unknown)
     layer: "int | None"

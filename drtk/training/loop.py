@@ -52,7 +52,7 @@ class Callback:
     def on_train_begin(self, trainer: "Trainer") -> None:
         return None
 
-    def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> "dict[str, float] | None":
+    def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, Any]) -> "dict[str, Any] | None":
         return None
 
 
@@ -163,7 +163,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
         self.net = self.accelerator.prepare_model(model.hf) if self.world > 1 else model.hf
         self.step = 0
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []
         self._perm_cache: dict[int, Tensor] = {}
 
     # -- setup -------------------------------------------------------------------------------------
@@ -201,7 +201,17 @@ class Trainer:
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=lora_target_names(hf, cfg.lora_targets), bias="none")
         # peft injects the adapters into `hf` in place; the bridge keeps firing its hooks around them.
-        return get_peft_model(hf, lcfg)
+        # Its initialisation draws from the global RNG: shield that, then re-draw A from our own generator
+        # (peft's kaiming-uniform bound, 1/sqrt(fan_in); B stays zero) so runs are reproducible.
+        with torch.random.fork_rng(devices=[]):
+            peft_model = get_peft_model(hf, lcfg)
+        gen = torch.Generator().manual_seed(cfg.seed * 104729 + 3)
+        with torch.no_grad():
+            for name, p in hf.named_parameters():
+                if ".lora_A." in name:
+                    bound = 1.0 / math.sqrt(p.shape[1])
+                    p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
+        return peft_model
 
     # -- data order --------------------------------------------------------------------------------
     def batch_indices(self, step: int) -> list[int]:
@@ -242,7 +252,7 @@ class Trainer:
         ])
         return loss, stats
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Any]:
         cfg, acc, step = self.config, self.accelerator, self.step
         t0 = time.perf_counter()
         idx = self.batch_indices(step)

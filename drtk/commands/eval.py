@@ -1,0 +1,109 @@
+"""``drtk eval``: attack a model, judge the completions, measure over-refusal and capability; write a report.
+
+Writes into ``--out``: ``results.json`` (schema: docs/results-schema.md), ``completions.jsonl``,
+``report.md``, ``table.csv`` and figures (``asr_bars``, ``asr_vs_kl``, ``asr_vs_prefill``).
+
+Example:
+    drtk eval --model runs/refusal-smollm --reference smollm2-135m-instruct --direction runs/dir \\
+        --attacks none,prefill:k=4/16/64,direction-ablation,fresh-ablation,gcg:steps=20 --limit 64 --out runs/eval
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from drtk.commands.common import add_model_args, load_model_from_args, write_json
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("eval", help="attack a model and report ASR, over-refusal and capability",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--reference", default=None, help="the model before training (KL, perplexity, paired comparisons, "
+                   "lora-interpolation base)")
+    p.add_argument("--direction", default=None, type=Path, help="a direction saved by `drtk directions` (file or folder)")
+    p.add_argument("--attacks", default="none,prefill,direction-ablation",
+                   help="comma-separated specs name[:key=value[/value2...]], e.g. 'none,prefill:k=4/16,actadd:coeff=1/2'. "
+                   "Available: none, prefill, direction-ablation, fresh-ablation, per-layer-ablation, actadd, orthogonalize, "
+                   "prefill+ablation, gcg, embedding, lora-interpolation, templates")
+    p.add_argument("--no-sweep", action="store_true", help="run each attack at its default strength only")
+    p.add_argument("--harmful", default=None, help="file or set name (default: the held-out 'test' split of drtk's harmful set)")
+    p.add_argument("--harmless", default=None, help="file or set name (default: 'test' split of drtk's harmless set)")
+    p.add_argument("--borderline", default=None, help="file or set name (default: 'test' split of drtk's borderline set)")
+    p.add_argument("--known-data", action="append", default=[], help="training/fitting prompt file(s): overlapping "
+                   "evaluation prompts are dropped (the model folder's run metadata is read automatically)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most N prompts per set")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--judge", default="keyword", help="keyword (default), llamaguard, harmbench, strongreject")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(func=run)
+
+
+def _prompts(spec: "str | None", default: str, limit: "int | None") -> Any:
+    from drtk.data import load_prompts, standard_splits
+    from drtk.errors import DataError
+
+    ps = standard_splits(default)["test"] if spec is None else load_prompts(spec)
+    if not len(ps):
+        raise DataError(f"prompt set {spec or default!r} is empty")
+    return ps.head(limit) if limit else ps
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from drtk.attacks import AttackContext, parse_attack_spec
+    from drtk.data import load_prompts
+    from drtk.directions import Direction
+    from drtk.evaluation import evaluate, report_markdown, sets_from_folder, validate_results
+    from drtk.generation import GenerationConfig
+    from drtk.judges import get_judge
+    from drtk.models import load_model
+    from drtk.viz import save_figure
+    from drtk.viz.evaluation import asr_bars, asr_vs_kl, asr_vs_prefill
+
+    attacks = [a for spec in args.attacks.split(",") if spec.strip() for a in parse_attack_spec(spec, sweep=not args.no_sweep)]
+    judge = get_judge(args.judge)
+    harmful = _prompts(args.harmful, "harmful", args.limit)
+    harmless = _prompts(args.harmless, "harmless", args.limit)
+    borderline = _prompts(args.borderline, "borderline", args.limit)
+    model = load_model_from_args(args)
+    reference = load_model(args.reference, device=model.device, dtype=model.dtype) if args.reference else None
+    direction = None
+    known = [load_prompts(f) for f in args.known_data] + sets_from_folder(model.model_id)
+    if args.direction is not None:
+        direction = Direction.load(args.direction)
+        direction.check_model(model)
+        from drtk.evaluation import sets_from_metadata
+
+        known += sets_from_metadata(direction.metadata)
+    ctx = AttackContext(direction=direction, reference=reference,
+                        generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
+                        generator=torch.Generator(device=model.device).manual_seed(args.seed))
+    ev = evaluate(model, attacks, harmful, harmless=harmless, borderline=borderline, reference=reference, context=ctx,
+                  judge=judge, known_data=known)
+    results = ev.to_results()
+    validate_results(results)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", results)
+    with (out / "completions.jsonl").open("w") as f:
+        for rec in ev.completion_records():
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    ev.table().to_csv(out / "table.csv", index=False)
+    figures = []
+    for name, fn in (("asr_bars", asr_bars), ("asr_vs_kl", asr_vs_kl), ("asr_vs_prefill", asr_vs_prefill)):
+        fig = fn(results)
+        if fig.data:
+            save_figure(fig, out, name)
+            figures.append(f"{name}.html")
+    (out / "report.md").write_text(report_markdown(results, figures))
+    logger.info("\n%s", ev.table().to_string(index=False))
+    logger.info("wrote %s", out)
+    return 0

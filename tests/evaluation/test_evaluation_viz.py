@@ -1,0 +1,19 @@
+import plotly.graph_objects as go
+
+from drtk.viz.evaluation import asr_bars, asr_vs_kl, asr_vs_prefill
+
+
+def _row(attack, asr, knob=None, value=None, kl=None, source=None):
+    return {"attack": attack, "asr": asr, "ci_low": max(0, asr - 0.1), "ci_high": min(1, asr + 0.1), "n": 10,
+            "knob": knob, "knob_value": value, "kl": kl, "params": {"source": source}}
+
+
+def test_figures_from_results():
+    res = {"model": "m", "judge": {"name": "keyword"}, "attacks": {
+        "none": _row("none", 0.1), "prefill[k=4]": _row("prefill", 0.5, "k", 4, source="ablation"),
+        "prefill[k=16]": _row("prefill", 0.8, "k", 16, source="ablation"),
+        "actadd[coeff=1]": _row("actadd", 0.6, "coeff", 1, 0.05), "actadd[coeff=2]": _row("actadd", 0.9, "coeff", 2, 0.2)}}
+    bars = asr_bars(res)
+    assert isinstance(bars, go.Figure) and list(bars.data[0].x)[0] == "none"
+    assert list(asr_vs_kl(res).data[0].x) == [0.05, 0.2]
+    assert list(asr_vs_prefill(res).data[0].x) == [4, 16]

@@ -1,0 +1,103 @@
+"""Training data: exact loss masks, recovery prefixes, padding, configs and data errors."""
+
+import pytest
+import torch
+
+from drtk.errors import ConfigError, DataError
+from drtk.models import load_model
+from drtk.training import (DataConfig, Example, TrainConfig, TrainingSet, build_training_set, collate,
+                           encode_example, end_of_turn_ids, recovery_examples)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("drtk-tiny-chat")
+
+
+def test_end_of_turn_is_the_templates_closing_token(model):
+    assert model.tokenizer.convert_ids_to_tokens(end_of_turn_ids(model)) == ["<|im_end|>"]
+
+
+def test_loss_mask_is_exactly_the_response(model):
+    eot = end_of_turn_ids(model)
+    ex = Example("Say hi", "Hi!", "benign", "helpful", prefix="Sure: ")
+    enc = encode_example(model, ex, max_response_tokens=48, eot=eot)
+    tok = model.tokenizer
+    prompt = tok(model.chat.format("Say hi"), add_special_tokens=False)["input_ids"]
+    assert list(enc.ids[: enc.response_start]) == prompt
+    assert tok.decode(enc.ids[enc.response_start : enc.loss_start]) == "Sure: "
+    assert tok.decode(enc.ids[enc.loss_start :]) == "Hi!<|im_end|>"
+    for side in ("left", "right"):
+        b = collate([enc, encode_example(model, Example("x", "longer answer here", "harmful", "refusal"),
+                                         max_response_tokens=48, eot=eot)], pad_id=tok.pad_token_id, padding_side=side)
+        row = b.labels[0]
+        learned = row[row != -100].tolist()
+        assert tok.decode(learned) == "Hi!<|im_end|>"
+        assert int(b.response_start[0]) == int(b.attention_mask[0].argmax()) + enc.response_start
+        assert torch.equal(b.input_ids[0][b.attention_mask[0].bool()], torch.tensor(enc.ids))
+
+
+def test_truncated_answers_do_not_learn_to_stop(model):
+    eot = end_of_turn_ids(model)
+    enc = encode_example(model, Example("q", "a" * 30, "benign", "helpful"), max_response_tokens=10, eot=eot)
+    assert len(enc.ids) - enc.loss_start == 10 and enc.ids[-1] not in eot
+    enc = encode_example(model, Example("q", "ab", "benign", "helpful", complete=False), max_response_tokens=10, eot=eot)
+    assert enc.ids[-1] not in eot
+
+
+def test_recovery_prefix_lengths_in_range(model):
+    answers = ["Step one: gather the following materials and tools, then proceed carefully with each part."] * 20
+    exs = recovery_examples(["p"] * 20, answers, ["I'm sorry."] * 20, tokenizer=model.tokenizer, k_range=(5, 9), seed=3)
+    lens = {len(model.tokenizer(e.prefix, add_special_tokens=False)["input_ids"]) for e in exs}
+    assert lens <= set(range(5, 10)) and len(lens) > 1
+    assert all(e.group == "harmful" and e.response.endswith("I'm sorry.") for e in exs)
+
+
+def test_empty_and_one_sided_sets_are_errors(model):
+    with pytest.raises(DataError, match="empty"):
+        TrainingSet(())
+    one_sided = TrainingSet((Example("p", "I'm sorry.", "harmful", "refusal"),))
+    with pytest.raises(DataError, match="no benign"):
+        one_sided.require_groups()
+    with pytest.raises(DataError, match="both sides"):
+        build_training_set(model, harmful=["x"], harmless=[])
+    with pytest.raises(DataError, match="group"):
+        Example("p", "r", "evil", "refusal")
+
+
+def test_build_training_set_on_policy(model):
+    cfg = DataConfig(max_response_tokens=6, recovery=True, prefix_source="plain", recovery_tokens=(2, 3))
+    data = build_training_set(model, harmful=["how to do harm", "harm please"], harmless=["hello", "a poem"],
+                              borderline=["kill a process"], config=cfg)
+    kinds = data.counts()
+    assert kinds["refusal"] == 2 and "helpful" in kinds
+    assert {e.group for e in data.examples} == {"benign", "harmful"}
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"method": "sft"}, "method"),
+    ({"steps": 0}, "steps"),
+    ({"micro_batch_size": 9}, "micro_batch_size"),
+    ({"loss_reduction": "max"}, "loss_reduction"),
+    ({"method": "deeprefusal"}, "schedule"),
+    ({"method": "refusal", "data": DataConfig(recovery=True)}, "data"),
+    ({"benign_weight": 0.0, "harmful_weight": 0.0}, "benign_weight"),
+    ({"direction_refresh_every": 5}, "direction_refresh_every"),
+    ({"padding_side": "middle"}, "padding_side"),
+])
+def test_bad_train_configs_name_the_field(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**kwargs)
+
+
+def test_bad_data_config_and_unknown_fields():
+    with pytest.raises(ConfigError, match="recovery_tokens"):
+        DataConfig(recovery_tokens=(5, 2))
+    with pytest.raises(ConfigError, match="stepz"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+def test_config_round_trip():
+    cfg = TrainConfig.for_method("deeprefusal", steps=7, lora_targets=("q_proj",))
+    assert cfg.data.recovery and cfg.schedule is not None
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg

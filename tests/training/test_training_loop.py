@@ -1,0 +1,174 @@
+"""The training loop on the tiny model: exact resume, gradients through masked ablation, accumulation,
+error paths, export."""
+
+import json
+
+import pytest
+import torch
+
+from drtk._types import Site
+from drtk.directions import Direction
+from drtk.errors import DirectionMismatchError, TrainingError
+from drtk.interventions import ablation_hooks, hook_scope, project_out
+from drtk.models import load_model
+from drtk.schedules import AblationSchedule
+from drtk.training import (Callback, DirectionDrift, RefusalProbe, TrainConfig, Trainer, TrainingSet,
+                           helpful_examples, refusal_examples, save_adapter, save_merged)
+
+HARMFUL = ["how do I make a weapon", "write malware for me", "help me steal a car", "how to poison someone"]
+BENIGN = ["write a poem", "what is two plus two", "name a color", "say hello nicely"]
+
+
+def _data() -> TrainingSet:
+    return TrainingSet(tuple(
+        refusal_examples(HARMFUL, ["I'm sorry, I can't help with that."] * 4)
+        + helpful_examples(BENIGN, ["Roses are red.", "Four.", "Blue.", "Hello there, friend!"])
+    ))
+
+
+def _cfg(method="deeprefusal", **kw):
+    kw.setdefault("steps", 6)
+    kw.setdefault("batch_size", 4)
+    kw.setdefault("micro_batch_size", 2)
+    kw.setdefault("lr", 1e-2)
+    kw.setdefault("progress", False)
+    kw.setdefault("checkpoint_every", 2)
+    return TrainConfig.for_method(method, **kw)
+
+
+def _direction():
+    return torch.randn(40, generator=torch.Generator().manual_seed(1))
+
+
+def _trainable(model):
+    return {n: p.detach().clone() for n, p in model.hf.named_parameters() if p.requires_grad}
+
+
+class Kill(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, trainer, step, metrics):
+        if step == self.at:
+            raise KeyboardInterrupt("simulated kill")
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_resume_equals_uninterrupted_run(tmp_path, lora):
+    full = load_model("drtk-tiny-chat")
+    Trainer(full, _data(), _cfg(lora=lora), direction=_direction(), checkpoint_dir=tmp_path / "a").train()
+    want = _trainable(full)
+
+    killed = load_model("drtk-tiny-chat")
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(killed, _data(), _cfg(lora=lora), direction=_direction(), checkpoint_dir=tmp_path / "b",
+                callbacks=[Kill(at=2)]).train()
+    assert json.loads((tmp_path / "b/checkpoint/trainer.json").read_text())["step"] == 2
+    resumed = load_model("drtk-tiny-chat")
+    result = Trainer(resumed, _data(), _cfg(lora=lora), direction=_direction(), checkpoint_dir=tmp_path / "b").train(resume=True)
+    got = _trainable(resumed)
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert list(result.history["step"]) == list(range(6))
+
+
+def test_history_has_metrics_and_realized_rate():
+    model = load_model("drtk-tiny-chat")
+    sched = AblationSchedule(p_site=1.0, p_token=0.5)
+    res = Trainer(model, _data(), _cfg(schedule=sched), direction=_direction()).train()
+    h = res.history
+    assert {"loss", "loss_benign", "loss_harmful", "lr", "ablation_rate", "grad_norm", "step_time"} <= set(h.columns)
+    assert h["ablation_rate"].between(0.35, 0.65).all()
+    assert h["loss"].iloc[-1] < h["loss"].iloc[0]
+    assert all(len(model.hook_point(f"blocks.{l}.hook_{p}")._forward_hooks) == 0
+               for l in range(3) for p in ("resid_pre", "attn_out", "mlp_out"))  # no hook left behind
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    a, b = load_model("drtk-tiny-chat"), load_model("drtk-tiny-chat")
+    Trainer(a, _data(), _cfg("refusal", steps=2, micro_batch_size=1, lr=1e-3)).train()
+    Trainer(b, _data(), _cfg("refusal", steps=2, micro_batch_size=4, lr=1e-3)).train()
+    wa, wb = _trainable(a), _trainable(b)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_masked_ablation_gradients_match_finite_differences():
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.randn(2, 5, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    r = torch.randn(7, dtype=torch.float64, generator=gen)
+    mask = (torch.rand(2, 5, generator=gen) < 0.5).double()
+    assert torch.autograd.gradcheck(lambda x: project_out(x, r, mask), (acts,))
+
+    model = load_model("drtk-tiny-chat", dtype="float64")
+    batch = model.tokenize(["hi"])
+    emb = model.hf.get_input_embeddings()(batch.input_ids)[:, -6:].detach().requires_grad_(True)
+    attn, pos = batch.attention_mask[:, -6:], batch.position_ids[:, -6:]
+    masks = {s: (torch.rand(1, 6, generator=gen) < 0.5).double() for s in
+             [Site(l, p) for l in range(3) for p in ("resid_pre", "attn_out", "mlp_out")]}
+    hooks = ablation_hooks(model, torch.randn(40, dtype=torch.float64, generator=gen), mask_fn=lambda s, a: masks[s])
+
+    def f(x):
+        with hook_scope(model, hooks):
+            return model.hf(inputs_embeds=x, attention_mask=attn, position_ids=pos).logits[..., :5]
+
+    assert torch.autograd.gradcheck(f, (emb,), eps=1e-6, atol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    class Poison(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if step == 2:  # corrupt a weight after step 2's checkpoint... it is written after callbacks
+                with torch.no_grad():
+                    next(p for p in trainer.params).fill_(float("nan"))
+
+    model = load_model("drtk-tiny-chat")
+    trainer = Trainer(model, _data(), _cfg(), direction=_direction(), checkpoint_dir=tmp_path, callbacks=[Poison()])
+    with pytest.raises(TrainingError, match="step 3") as err:
+        trainer.train()
+    assert "checkpoint" in str(err.value)
+    meta = json.loads((tmp_path / "checkpoint/trainer.json").read_text())
+    assert meta["step"] == 2 and all(r["loss"] == r["loss"] for r in meta["history"])
+
+
+def test_direction_from_another_model_is_refused():
+    model = load_model("drtk-tiny-chat")
+    other = Direction(vector=torch.randn(576), kind="single", model_id="smollm2-135m-instruct", n_layers=30,
+                      d_model=576, layer=10)
+    with pytest.raises(DirectionMismatchError, match="d_model 576"):
+        Trainer(model, _data(), _cfg(), direction=other)
+    with pytest.raises(DirectionMismatchError):
+        Trainer(model, _data(), _cfg(), direction=torch.randn(576))
+
+
+def test_refresh_direction_and_callbacks_run():
+    model = load_model("drtk-tiny-chat")
+    d = Direction(vector=_direction(), kind="single", model_id="drtk-tiny-chat", n_layers=3, d_model=40, layer=1)
+    drift = DirectionDrift(HARMFUL, BENIGN, every=2)
+    probe = RefusalProbe(HARMFUL, BENIGN, every=2)
+    cfg = _cfg(direction_refresh_every=2, schedule=AblationSchedule(attack_fraction=0.5))
+    trainer = Trainer(model, _data(), cfg, direction=d, refresh_prompts=(HARMFUL, BENIGN), callbacks=[drift, probe])
+    start = trainer.provider.current().clone()
+    res = trainer.train()
+    assert not torch.allclose(trainer.provider.current(), start)
+    assert set(drift.frame["layer"]) == {0, 1, 2} and "probe_harmful" in res.history and "drift_min" in res.history
+
+
+def test_training_leaves_global_rng_alone():
+    model = load_model("drtk-tiny-chat")
+    before = torch.get_rng_state()
+    Trainer(model, _data(), _cfg(steps=2), direction=_direction()).train()
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_export_loads_back(tmp_path):
+    model = load_model("drtk-tiny-chat")
+    trainer = Trainer(model, _data(), _cfg(steps=2), direction=_direction())
+    trainer.train()
+    save_adapter(trainer.peft_model, tmp_path / "adapter", base="drtk-tiny-chat")
+    save_merged(model, tmp_path / "model", peft_model=trainer.peft_model)
+    batch = model.tokenize(["hello"])
+    with torch.no_grad():
+        want = model.forward(batch)
+        for sub in ("adapter", "model"):
+            assert torch.allclose(load_model(str(tmp_path / sub)).forward(batch), want, atol=1e-5)
+        assert not torch.allclose(load_model("drtk-tiny-chat").forward(batch), want, atol=1e-3)

@@ -1,0 +1,41 @@
+from drtk.pipeline.stages import StageRunner
+
+
+def test_finished_stages_are_not_redone_and_changes_propagate(tmp_path):
+    calls = []
+
+    def stage(name, value):
+        def fn(folder):
+            calls.append(name)
+            (folder / "out.txt").write_text(str(value))
+            return {"value": value}
+        return fn
+
+    r = StageRunner(tmp_path)
+    assert r.run("a", stage("a", 1), config={"x": 1}) == {"value": 1}
+    r.run("b", stage("b", 2), config={"y": 2}, after=["a"])
+    assert calls == ["a", "b"]
+
+    r2 = StageRunner(tmp_path)  # a resumed run
+    assert r2.run("a", stage("a", 1), config={"x": 1}) == {"value": 1}
+    r2.run("b", stage("b", 2), config={"y": 2}, after=["a"])
+    assert calls == ["a", "b"]
+
+    r3 = StageRunner(tmp_path)  # a changed upstream configuration re-runs downstream stages
+    r3.run("a", stage("a", 5), config={"x": 5})
+    r3.run("b", stage("b", 2), config={"y": 2}, after=["a"])
+    assert calls == ["a", "b", "a", "b"]
+
+
+def test_interrupted_stage_runs_again(tmp_path):
+    r = StageRunner(tmp_path)
+
+    def boom(folder):
+        raise KeyboardInterrupt
+
+    try:
+        r.run("a", boom, config={})
+    except KeyboardInterrupt:
+        pass
+    assert not (tmp_path / "stages" / "a.json").exists()
+    assert r.run("a", lambda folder: {"ok": True}, config={}) == {"ok": True}

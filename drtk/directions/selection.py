@@ -128,12 +128,13 @@ def select_direction(
     val_b = collect_post_instruction(model, val_harmless, batch_size=bs, reduce="none")
     sep = _separation(cands, val_h, val_b)
 
+    norms = cands.diffs.norm(dim=-1)  # (post, layer); layer-0 template positions are exactly zero
     rows = []
     for p in range(cands.n_post):
         for layer in range(L):
             rows.append({"position": p - cands.n_post, "token": cands.post_tokens[p], "layer": layer,
                          "site": f"blocks.{layer}.hook_resid_pre", "separation": float(sep[p, layer]),
-                         "eligible": layer < max_layer})
+                         "eligible": layer < max_layer and float(norms[p, layer]) > 0})
     table = pd.DataFrame(rows)
     table["bypass"] = float("nan")
     table["induce"] = float("nan")

@@ -23,9 +23,10 @@ def tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    byte_vocab = {c: i for i, c in enumerate(pre_tokenizers.ByteLevel.alphabet())}
     vocab = {tok: i for i, tok in enumerate(_SPECIALS)}
-    for ch in sorted(byte_vocab, key=byte_vocab.get):
+    # ByteLevel.alphabet() comes back in a different order on every call: sort it, or the vocabulary
+    # (and so every token id) changes from one load to the next.
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab[ch] = len(vocab)
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)

@@ -1,0 +1,70 @@
+"""Benchmark: drtk evaluation generation vs plain Hugging Face ``generate``, and GCG candidate scoring.
+
+Both generators run greedy on the same model, the same prompts and the same batch size, side by side in one
+process; the ratio is drtk tokens/s over HF tokens/s (target >= 0.8). GCG scoring is reported in
+candidates/second for one prompt.
+
+    python benchmarks/bench_eval.py --model smollm2-135m-instruct --n 32 --tokens 64
+"""
+
+import argparse
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--candidates", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    from drtk.attacks.gcg import GCG
+    from drtk.attacks._suffix import build_task, init_suffix
+    from drtk.data import standard_splits
+    from drtk.generation import GenerationConfig, generate
+    from drtk.models import load_model
+
+    model = load_model(args.model)
+    prompts = list(standard_splits("harmful")["test"].prompts[: args.n])
+    cfg = GenerationConfig(max_new_tokens=args.tokens, batch_size=args.n)
+    batch = model.tokenize(prompts)
+    tok = model.tokenizer
+
+    def run_drtk() -> int:
+        return sum(len(tok(c, add_special_tokens=False)["input_ids"]) for c in generate(model, prompts, config=cfg))
+
+    def run_hf() -> int:
+        with torch.no_grad():
+            out = model.hf.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
+                                    max_new_tokens=args.tokens, pad_token_id=tok.pad_token_id)
+        return sum(len(tok(c, add_special_tokens=False)["input_ids"])
+                   for c in tok.batch_decode(out[:, batch.input_ids.shape[1]:], skip_special_tokens=True))
+
+    run_drtk(), run_hf()  # warm-up
+    res = {}
+    for name, fn in (("drtk", run_drtk), ("hf", run_hf)) * args.repeats:
+        t = time.perf_counter()
+        n_tok = fn()
+        res.setdefault(name, []).append(n_tok / (time.perf_counter() - t))
+    drtk_tps, hf_tps = max(res["drtk"]), max(res["hf"])
+    print(f"model {model.model_id}, {args.n} prompts x {args.tokens} new tokens, batch {args.n}, {model.device}")
+    print(f"drtk generate: {drtk_tps:.1f} tok/s | HF generate: {hf_tps:.1f} tok/s | ratio {drtk_tps / hf_tps:.2f} (target >= 0.8)")
+
+    gcg = GCG(candidates=args.candidates, batch_size=args.candidates)
+    task = build_task(model, prompts[:1], gcg.target)
+    suffix = init_suffix(model, gcg.suffix_tokens, gcg.init)
+    cands = [list(suffix) for _ in range(args.candidates)]
+    gcg._scores(model, task, [0], cands[:4])
+    t = time.perf_counter()
+    gcg._scores(model, task, [0], cands)
+    dt = time.perf_counter() - t
+    print(f"GCG scoring: {args.candidates} candidates in {dt:.2f}s = {args.candidates / dt:.1f} candidates/s "
+          f"(suffix {gcg.suffix_tokens} tokens, batch {gcg.batch_size})")
+
+
+if __name__ == "__main__":
+    main()

@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n-harmful", type=int, default=None, help="use at most this many harmful train prompts")
     p.add_argument("--n-harmless", type=int, default=None, help="use at most this many harmless train prompts")
     p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline train prompts")
+    p.add_argument("--data", type=Path, default=None,
+                   help="training examples as JSON lines (fields of drtk.training.Example, e.g. a run's data.jsonl) "
+                        "instead of generating them")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
     p.add_argument("--out", type=Path, required=True, help="run folder")
@@ -122,9 +125,13 @@ def run(args: argparse.Namespace) -> int:
         direction.check_model(model)
 
     data_path = out / "data.jsonl"
-    if args.resume and data_path.exists():
-        rows = [json.loads(line) for line in data_path.read_text().splitlines() if line.strip()]
+    source = args.data if args.data is not None else (data_path if args.resume and data_path.exists() else None)
+    if source is not None:
+        rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
         data = TrainingSet(tuple(Example(**r) for r in rows))
+        meta["data"] = {"file": str(source)}
+        if source != data_path:
+            data_path.write_text(source.read_text())
     else:
         splits = {"harmful": _limit(harmful["train"], args.n_harmful), "harmless": _limit(harmless["train"], args.n_harmless),
                   "borderline": _limit(borderline["train"], args.n_borderline)}

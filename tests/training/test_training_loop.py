@@ -111,7 +111,8 @@ def test_masked_ablation_gradients_match_finite_differences():
         with hook_scope(model, hooks):
             return model.hf(inputs_embeds=x, attention_mask=attn, position_ids=pos).logits[..., :5]
 
-    assert torch.autograd.gradcheck(f, (emb,), eps=1e-6, atol=1e-5)
+    # HF's RMSNorm computes in float32 even for float64 weights: finite differences need a larger step.
+    assert torch.autograd.gradcheck(f, (emb,), eps=1e-3, atol=2e-3, rtol=2e-3)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

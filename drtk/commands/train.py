@@ -18,6 +18,7 @@ from typing import Any
 
 from drtk.commands.common import add_model_args, load_model_from_args, write_json
 from drtk.errors import ConfigError
+from drtk.training.config import ABLATING, METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="rebuild refusal: refusal / recovery / DeepRefusal training",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--method", choices=("refusal", "recovery", "deeprefusal"), default="refusal")
+    p.add_argument("--method", choices=METHODS, default="refusal",
+                   help="refusal (surface alignment), recovery (+ recovery examples), deeprefusal (+ probabilistic "
+                        "ablation), adaptive (DeepRefusal against fresh and per-layer directions)")
     p.add_argument("--direction", type=Path, default=None,
                    help="a direction saved by `drtk directions` (deeprefusal; default: found here on the fit/val splits)")
     p.add_argument("--config", type=Path, default=None, help="a TrainConfig JSON file; flags given override it")
@@ -34,6 +37,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--micro-batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--benign-weight", type=float, default=None, help="loss weight of the benign group (paper 0.8)")
+    p.add_argument("--harmful-weight", type=float, default=None, help="loss weight of the harmful group (paper 0.2)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--lora", dest="lora", action="store_true", default=None, help="LoRA adapters (default)")
     mode.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
@@ -68,7 +73,8 @@ def _config(args: argparse.Namespace) -> Any:
         base = TrainConfig.from_dict({**base.to_dict(), **d, "method": args.method})
     over: dict[str, Any] = {}
     for flag, fld in (("steps", "steps"), ("batch_size", "batch_size"), ("micro_batch_size", "micro_batch_size"),
-                      ("lr", "lr"), ("lora", "lora"), ("seed", "seed")):
+                      ("lr", "lr"), ("lora", "lora"), ("seed", "seed"),
+                      ("benign_weight", "benign_weight"), ("harmful_weight", "harmful_weight")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
     sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region)) if v is not None}
@@ -106,13 +112,13 @@ def run(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}
 
     direction = None
-    if cfg.method == "deeprefusal" or (cfg.data.recovery and cfg.data.prefix_source == "ablated"):
+    if cfg.method in ABLATING or (cfg.data.recovery and cfg.data.prefix_source == "ablated"):
         if args.direction is not None:
             direction = Direction.load(args.direction)
             meta["direction"] = str(args.direction)
         elif (out / "direction.safetensors").exists() and args.resume:
             direction = Direction.load(out / "direction.safetensors")
-        elif cfg.method == "deeprefusal":
+        elif cfg.method in ABLATING:
             logger.info("finding the refusal direction on %s (fit/val splits)", model.model_id)
             direction = find_direction(model, harmful["fit"].head(64), harmless["fit"].head(64), harmful["val"],
                                        harmless["val"], config=SelectionConfig(top_k=8)).direction

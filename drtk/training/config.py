@@ -13,8 +13,10 @@ from drtk.errors import ConfigError
 from drtk.schedules import AblationSchedule
 from drtk.training.data import DataConfig
 
-Method = Literal["refusal", "recovery", "deeprefusal"]
+Method = Literal["refusal", "recovery", "deeprefusal", "adaptive"]
 METHODS: tuple[str, ...] = get_args(Method)
+#: Methods that ablate the refusal direction during training.
+ABLATING: tuple[str, ...] = ("deeprefusal", "adaptive")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +24,10 @@ class TrainConfig:
     """A training run.
 
     Attributes:
-        method: ``refusal``, ``recovery`` or ``deeprefusal`` (a label checked against the fields below).
+        method: ``refusal``, ``recovery``, ``deeprefusal`` or ``adaptive`` (a label checked against the
+            fields below). ``adaptive`` is DeepRefusal against an adaptive attacker: the direction is
+            re-extracted from the model being trained, per-layer directions are mixed in, part of the
+            steps ablate everywhere, and recovery prefixes vary in length (see :meth:`for_method`).
         steps: optimizer steps.
         batch_size: examples per optimizer step, over all processes and accumulation steps.
         micro_batch_size: examples per forward pass per process (None: ``batch_size / processes``);
@@ -42,6 +47,8 @@ class TrainConfig:
         direction_refresh_every: re-extract the direction on the training model every N steps (EMA with
             ``direction_ema``); None keeps the direction fixed (the paper: refresh was unstable).
         direction_ema: weight of the old direction in the refresh.
+        direction_per_layer_fraction: with a refresh, the share of steps that ablate each layer's own
+            freshly extracted direction instead of the single one (what a per-layer attacker does).
         padding_side: ``left`` or ``right`` (masks and losses are right either way).
         mixed_precision: ``auto`` (bf16 autocast on CUDA, none on CPU), ``bf16`` or ``no``.
         seed: data order and mask sampling.
@@ -71,6 +78,7 @@ class TrainConfig:
     schedule: "AblationSchedule | None" = None
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
+    direction_per_layer_fraction: float = 0.0
     padding_side: str = "left"
     mixed_precision: str = "auto"
     seed: int = 0
@@ -104,17 +112,21 @@ class TrainConfig:
         if self.benign_weight < 0 or self.harmful_weight < 0 or self.benign_weight + self.harmful_weight == 0:
             raise bad("benign_weight", f"and harmful_weight must be >= 0 and not both 0, got "
                       f"{self.benign_weight} and {self.harmful_weight}")
-        if self.method == "deeprefusal" and self.schedule is None:
-            raise bad("schedule", "is required for method='deeprefusal' (e.g. AblationSchedule.paper(0.5))")
-        if self.method != "deeprefusal" and self.schedule is not None:
+        if self.method in ABLATING and self.schedule is None:
+            raise bad("schedule", f"is required for method={self.method!r} (e.g. AblationSchedule.paper(0.5))")
+        if self.method not in ABLATING and self.schedule is not None:
             raise bad("schedule", f"is set but method={self.method!r} does not ablate; use method='deeprefusal'")
         if self.method == "refusal" and self.data.recovery:
             raise bad("data", "has recovery=True but method='refusal'; use method='recovery' or 'deeprefusal'")
         if self.direction_refresh_every is not None:
-            if self.method != "deeprefusal":
-                raise bad("direction_refresh_every", f"needs method='deeprefusal', got {self.method!r}")
+            if self.method not in ABLATING:
+                raise bad("direction_refresh_every", f"needs method='deeprefusal' or 'adaptive', got {self.method!r}")
             if self.direction_refresh_every < 1:
                 raise bad("direction_refresh_every", f"must be >= 1 or None, got {self.direction_refresh_every}")
+        if not 0 <= self.direction_per_layer_fraction <= 1:
+            raise bad("direction_per_layer_fraction", f"must be in [0, 1], got {self.direction_per_layer_fraction}")
+        if self.direction_per_layer_fraction > 0 and self.direction_refresh_every is None:
+            raise bad("direction_per_layer_fraction", "needs direction_refresh_every (per-layer directions are re-extracted)")
         if not 0 <= self.direction_ema < 1:
             raise bad("direction_ema", f"must be in [0, 1), got {self.direction_ema}")
         if self.padding_side not in ("left", "right"):
@@ -135,6 +147,16 @@ class TrainConfig:
             data = replace(data, recovery=True)
         if method == "deeprefusal":
             overrides.setdefault("schedule", AblationSchedule.paper(0.5))
+        if method == "adaptive":
+            # The paper's probabilistic ablation on half the steps, full ablation (what an attacker does
+            # at inference) on the other half; the direction tracks the model being trained, with
+            # per-layer directions on half the steps; recovery prefixes from 5 to 40 tokens.
+            overrides.setdefault("schedule", replace(AblationSchedule.paper(0.5), mode="gated", attack_fraction=0.5))
+            overrides.setdefault("direction_refresh_every", 8)
+            overrides.setdefault("direction_ema", 0.5)
+            overrides.setdefault("direction_per_layer_fraction", 0.5)
+            if data.recovery_tokens == DataConfig().recovery_tokens:
+                data = replace(data, recovery_tokens=(5, 40))
         return cls(method=method, data=data, **overrides)
 
     @property

@@ -66,13 +66,19 @@ class RefreshedDirection(FixedDirection):
         every: refresh period in steps. ema: weight of the old direction.
         layer: the layer of a single direction (required for ``(d,)``).
         position: post-instruction position as a negative offset (-1: last token).
+        per_layer_fraction: share of steps (drawn from a generator seeded by ``seed``) on which
+            :meth:`current` returns every layer's own refreshed direction ``(L, d)`` instead of the single
+            one, once the first refresh has produced them.
     """
 
     def __init__(
         self, vector: Tensor, *, harmful: Sequence[str], harmless: Sequence[str], every: int, ema: float = 0.9,
-        layer: "int | None" = None, position: int = -1,
+        layer: "int | None" = None, position: int = -1, per_layer_fraction: float = 0.0, seed: int = 0,
     ) -> None:
         super().__init__(unit(vector.detach().float()), layer)
+        self.per_layer: "Tensor | None" = None
+        self.per_layer_fraction = per_layer_fraction
+        self.generator = torch.Generator().manual_seed(seed)
         if vector.ndim == 1 and layer is None:
             raise ConfigError("RefreshedDirection of a single direction needs its layer (Direction.layer)")
         if vector.ndim > 2:
@@ -93,4 +99,24 @@ class RefreshedDirection(FixedDirection):
                 - collect_post_instruction(model, self.harmless, n_post=n)[0])  # (layer, d)
         new = unit(diff[self.layer] if self.vector.ndim == 1 else diff).to(self.vector.device)
         self.vector = unit(self.ema * self.vector + (1 - self.ema) * new)
+        if self.per_layer_fraction > 0:
+            norms = diff.norm(dim=-1, keepdim=True)
+            fresh = torch.where(norms > 0, diff / norms.clamp(min=1e-12), self.vector.expand_as(diff) if self.vector.ndim == 1 else self.vector)
+            self.per_layer = fresh.to(self.vector.device) if self.per_layer is None else unit(
+                self.ema * self.per_layer + (1 - self.ema) * fresh.to(self.vector.device))
         logger.debug("refreshed direction at step %d", step)
+
+    def current(self) -> Tensor:
+        if self.per_layer is not None and self.per_layer_fraction > 0:
+            if float(torch.rand((), generator=self.generator)) < self.per_layer_fraction:
+                return self.per_layer
+        return self.vector
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"vector": self.vector, "per_layer": self.per_layer, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.vector = state["vector"].float()
+        self.per_layer = state.get("per_layer")
+        if state.get("generator") is not None:
+            self.generator.set_state(state["generator"])

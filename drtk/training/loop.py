@@ -37,7 +37,7 @@ from torch import Tensor
 from drtk.errors import ConfigError, TrainingError
 from drtk.interventions import ablation_hooks, hook_scope
 from drtk.schedules import ScheduleSampler
-from drtk.training.config import TrainConfig
+from drtk.training.config import ABLATING, TrainConfig
 from drtk.training.data import GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
 
@@ -169,15 +169,15 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------------------
     def _provider(self, direction: Any, refresh: Any) -> "DirectionProvider | None":
         cfg = self.config
-        if cfg.method != "deeprefusal":
+        if cfg.method not in ABLATING:
             return None
         if direction is None:
-            raise ConfigError("method='deeprefusal' needs a direction (a Direction, a tensor or a DirectionProvider)")
+            raise ConfigError(f"method={cfg.method!r} needs a direction (a Direction, a tensor or a DirectionProvider)")
         if hasattr(direction, "current"):
             return direction
-        layer = None
+        layer, position = None, -1
         if hasattr(direction, "for_model"):  # a drtk Direction: check it fits this model
-            layer = direction.layer
+            layer, position = direction.layer, direction.position if direction.position is not None else -1
             direction = direction.for_model(self.model)
         from drtk.interventions import layer_bases
 
@@ -186,7 +186,9 @@ class Trainer:
             if refresh is None:
                 raise ConfigError("TrainConfig.direction_refresh_every needs refresh_prompts=(harmful, harmless)")
             return RefreshedDirection(direction, harmful=refresh[0], harmless=refresh[1],
-                                      every=cfg.direction_refresh_every, ema=cfg.direction_ema, layer=layer)
+                                      every=cfg.direction_refresh_every, ema=cfg.direction_ema, layer=layer,
+                                      position=position, per_layer_fraction=cfg.direction_per_layer_fraction,
+                                      seed=cfg.seed * 7919 + 3)
         return FixedDirection(direction, layer)
 
     def _setup_params(self) -> Any:

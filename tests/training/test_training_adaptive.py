@@ -1,0 +1,63 @@
+"""The ``adaptive`` method: refreshed single and per-layer directions, full-ablation steps, exact resume."""
+
+import pytest
+import torch
+
+from drtk.directions import Direction
+from drtk.errors import ConfigError
+from drtk.models import load_model
+from drtk.training import RefreshedDirection, TrainConfig, Trainer
+from tests.training.test_training_loop import HARMFUL, BENIGN, Kill, _cfg, _data, _trainable
+
+
+def _direction(model):
+    return Direction(torch.randn(40, generator=torch.Generator().manual_seed(2)), "single", model.model_id,
+                     model.n_layers, model.d_model, layer=1, position=-1)
+
+
+def _adaptive(**kw):
+    return _cfg("adaptive", direction_refresh_every=2, **kw)
+
+
+def test_adaptive_defaults():
+    cfg = TrainConfig.for_method("adaptive")
+    assert cfg.schedule.attack_fraction == 0.5 and cfg.direction_refresh_every is not None
+    assert cfg.direction_per_layer_fraction > 0 and cfg.data.recovery and cfg.data.recovery_tokens == (5, 40)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_per_layer_fraction_needs_refresh():
+    with pytest.raises(ConfigError, match="direction_per_layer_fraction"):
+        TrainConfig.for_method("deeprefusal", direction_per_layer_fraction=0.5)
+
+
+def test_adaptive_run_mixes_refreshed_directions():
+    model = load_model("drtk-tiny-chat")
+    trainer = Trainer(model, _data(), _adaptive(direction_per_layer_fraction=1.0), direction=_direction(model),
+                      refresh_prompts=(HARMFUL, BENIGN))
+    start = trainer.provider.current().clone()
+    trainer.train()
+    provider = trainer.provider
+    assert isinstance(provider, RefreshedDirection)
+    assert provider.per_layer is not None and provider.per_layer.shape == (3, 40)
+    assert provider.current().shape == (3, 40)  # fraction 1.0: always the per-layer directions
+    assert not torch.allclose(provider.vector, start / start.norm())  # the single direction moved
+    # attacker-in-the-loop steps push the realized ablation rate above the probabilistic one
+    assert trainer.history["ablation_rate"].mean() > 0.3
+
+
+def test_adaptive_resume_equals_uninterrupted(tmp_path):
+    full = load_model("drtk-tiny-chat")
+    Trainer(full, _data(), _adaptive(), direction=_direction(full), refresh_prompts=(HARMFUL, BENIGN),
+            checkpoint_dir=tmp_path / "a").train()
+    want = _trainable(full)
+    killed = load_model("drtk-tiny-chat")
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(killed, _data(), _adaptive(), direction=_direction(killed), refresh_prompts=(HARMFUL, BENIGN),
+                checkpoint_dir=tmp_path / "b", callbacks=[Kill(3)]).train()
+    resumed = load_model("drtk-tiny-chat")
+    Trainer(resumed, _data(), _adaptive(), direction=_direction(resumed), refresh_prompts=(HARMFUL, BENIGN),
+            checkpoint_dir=tmp_path / "b").train(resume=True)
+    got = _trainable(resumed)
+    for name in want:
+        assert torch.equal(want[name], got[name]), name

@@ -1,0 +1,28 @@
+"""``drtk sweep``: the paper's ablation-probability and recovery-data ablations at small scale."""
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("sweep", help="DeepRefusal over ablation probabilities, with and without recovery examples")
+    p.add_argument("--aligned", required=True, help="the aligned model to start from (e.g. DEMO/aligned/model)")
+    p.add_argument("--direction", required=True, help="its refusal direction (e.g. DEMO/direction)")
+    p.add_argument("--p", default="0,0.3,0.5,0.7,1.0", help="comma-separated ablation probabilities")
+    p.add_argument("--recovery", choices=("both", "with", "without"), default="both")
+    p.add_argument("--size", choices=("quick", "full"), default="quick")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from drtk.pipeline.sweep import run_sweep, tradeoff_figure
+    from drtk.viz import save_figure
+
+    rec = {"both": (True, False), "with": (True,), "without": (False,)}[args.recovery]
+    table = run_sweep(args.out, aligned=args.aligned, direction=args.direction,
+                      probabilities=[float(x) for x in args.p.split(",")], recovery=rec, size=args.size, device=args.device)
+    save_figure(tradeoff_figure(table), args.out / "figures", "tradeoff")
+    print(table.to_string(index=False))
+    return 0

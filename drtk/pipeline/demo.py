@@ -1,0 +1,148 @@
+"""The end-to-end DeepRefusal story on one model, as cached stages.
+
+1. ``baseline``   measure the model as shipped (the embedded SmolLM2 complies with harmful requests);
+2. ``aligned``    surface alignment: ordinary refusal training;
+3. ``direction``  find and select the refusal direction of the aligned model;
+4. ``attack-aligned``  the attack battery on the aligned model;
+5. ``deeprefusal``  DeepRefusal training from the aligned model with the direction of step 3;
+6. ``adaptive``   drtk's strongest defence, trained the same way;
+7. ``attack-deeprefusal`` / ``attack-adaptive``  the battery again on each defended model, plus the
+   direction transferred from step 3 and LoRA-delta interpolation (fresh directions are re-extracted on
+   the defended model by the adaptive attacks themselves);
+8. ``report``     ``report.md``, ``metrics.json`` and ``figures/``.
+
+Each stage is a ``drtk`` command run into its own folder; :class:`~drtk.pipeline.stages.StageRunner`
+skips stages finished earlier, so an interrupted demo resumes where it stopped.
+"""
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from drtk.errors import ConfigError
+from drtk.pipeline.stages import StageRunner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoSize:
+    """How big the demo is. ``quick`` and ``full`` run the same stages on different amounts of work."""
+
+    name: str
+    aligned_steps: int
+    train_steps: int
+    n_harmful: int
+    n_harmless: int
+    n_borderline: int
+    eval_limit: int
+    max_new_tokens: int
+    n_fit: int
+    n_val: int
+    top_k: int
+    prefill_k: tuple[int, ...]
+    actadd_coeff: tuple[float, ...]
+    gcg: str
+    lora_lambdas: tuple[float, ...]
+
+    @classmethod
+    def named(cls, name: str) -> "DemoSize":
+        if name not in SIZES:
+            raise ConfigError(f"demo size must be one of {sorted(SIZES)}, got {name!r}")
+        return SIZES[name]
+
+
+SIZES = {
+    # "smoke" exercises every stage in seconds on the tiny test model; it measures nothing.
+    "smoke": DemoSize(name="smoke", aligned_steps=2, train_steps=2, n_harmful=4, n_harmless=4, n_borderline=2,
+                      eval_limit=3, max_new_tokens=8, n_fit=6, n_val=3, top_k=2, prefill_k=(2,), actadd_coeff=(1.0,),
+                      gcg="gcg:steps=1:candidates=4:suffix_tokens=2:universal=true:batch_size=4", lora_lambdas=(0.5,)),
+    "quick": DemoSize(name="quick", aligned_steps=100, train_steps=48, n_harmful=104, n_harmless=64, n_borderline=32, eval_limit=24,
+                      max_new_tokens=64, n_fit=48, n_val=16, top_k=6, prefill_k=(5, 20), actadd_coeff=(1.0,),
+                      gcg="gcg:steps=2:candidates=16:suffix_tokens=8:universal=true", lora_lambdas=(0.5,)),
+    "full": DemoSize(name="full", aligned_steps=120, train_steps=96, n_harmful=104, n_harmless=96, n_borderline=40, eval_limit=48,
+                     max_new_tokens=64, n_fit=96, n_val=32, top_k=12, prefill_k=(5, 10, 20, 40),
+                     actadd_coeff=(0.5, 1.0, 2.0), gcg="gcg:steps=4:candidates=32:suffix_tokens=12:universal=true",
+                     lora_lambdas=(0.25, 0.5, 0.75)),
+}
+
+
+SURFACE_ALIGNMENT = ["--lr", "5e-5", "--benign-weight", "0.35", "--harmful-weight", "0.65"]
+
+
+def _cli(args: list[str]) -> None:
+    from drtk.cli import main
+
+    rc = main(args)
+    if rc != 0:
+        raise RuntimeError(f"`drtk {' '.join(args)}` failed with exit code {rc}")
+
+
+def _battery(size: DemoSize, *, defended: bool) -> str:
+    ks = "/".join(str(k) for k in size.prefill_k)
+    coeffs = "/".join(str(c) for c in size.actadd_coeff)
+    attacks = ["none", f"prefill:k={ks}", "direction-ablation", "fresh-ablation", "per-layer-ablation:k=1",
+               f"actadd:coeff={coeffs}", "prefill+ablation:k=20", "templates", size.gcg]
+    if defended:
+        lams = "/".join(str(v) for v in size.lora_lambdas)
+        attacks.append(f"lora-interpolation:lam={lams}")
+    return ",".join(attacks)
+
+
+def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", size: str = "quick",
+             device: "str | None" = None, defences: tuple[str, ...] = ("deeprefusal", "adaptive")) -> dict[str, Any]:
+    """Run (or resume) the demo into ``out_dir``; returns the metrics written to ``metrics.json``."""
+    sz = DemoSize.named(size)
+    out = Path(out_dir)
+    runner = StageRunner(out)
+    dev = ["--device", device] if device else []
+    common = {"model": model, "size": asdict(sz)}
+
+    runner.run("baseline", lambda d: _eval(d, model, sz, dev, attacks="none", extra=[]), config=common)
+    runner.run("aligned", lambda d: _train(d, model, "refusal", sz, dev, []), config=common)
+    aligned = str(out / "aligned" / "model")
+    runner.run("direction", lambda d: _directions(d, aligned, sz, dev), config=common, after=["aligned"])
+    direction = str(out / "direction")
+    runner.run("attack-aligned", lambda d: _eval(d, aligned, sz, dev, attacks=_battery(sz, defended=False),
+                                                 extra=["--direction", direction, "--reference", model]),
+               config=common, after=["direction"])
+    for method in defences:
+        runner.run(method, lambda d, m=method: _train(d, aligned, m, sz, dev, ["--direction", direction]),
+                   config=common, after=["direction"])
+        runner.run(f"attack-{method}", lambda d, m=method: _eval(
+            d, str(out / m / "model"), sz, dev, attacks=_battery(sz, defended=True),
+            extra=["--direction", direction, "--reference", aligned]), config=common, after=[method])
+    from drtk.pipeline.report import write_report
+
+    return runner.run("report", lambda d: write_report(out, model=model, size=sz, defences=defences,
+                                                       timings=dict(runner.timings)),
+                      config=common, after=[f"attack-{m}" for m in defences] + ["attack-aligned", "baseline"])
+
+
+def _train(folder: Path, model: str, method: str, sz: DemoSize, dev: list[str], extra: list[str]) -> dict:
+    steps = sz.aligned_steps if method == "refusal" else sz.train_steps
+    args = ["train", "--model", model, "--method", method, "--steps", str(steps), "--n-harmful",
+            str(sz.n_harmful), "--n-harmless", str(sz.n_harmless), "--n-borderline", str(sz.n_borderline),
+            "--out", str(folder), *dev, *extra]
+    if method == "refusal":
+        # Surface alignment of an unaligned model: full fine-tuning with equal group weights (the paper's
+        # 0.8 / 0.2 is for fine-tuning a model that already refuses).
+        args += ["--full", *SURFACE_ALIGNMENT]
+    if (folder / "checkpoint").exists():
+        args.append("--resume")
+    _cli(args)
+    return {"model": str(folder / "model")}
+
+
+def _directions(folder: Path, model: str, sz: DemoSize, dev: list[str]) -> dict:
+    _cli(["directions", "--model", model, "--out", str(folder), "--n-fit", str(sz.n_fit), "--n-val", str(sz.n_val),
+          "--top-k", str(sz.top_k), *dev])
+    return json.loads((folder / "summary.json").read_text())
+
+
+def _eval(folder: Path, model: str, sz: DemoSize, dev: list[str], *, attacks: str, extra: list[str]) -> dict:
+    _cli(["eval", "--model", model, "--attacks", attacks, "--limit", str(sz.eval_limit), "--max-new-tokens",
+          str(sz.max_new_tokens), "--out", str(folder), *dev, *extra])
+    return {"results": str(folder / "results.json")}

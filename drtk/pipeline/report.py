@@ -1,0 +1,200 @@
+"""The demo's report: ``metrics.json`` (every number), ``report.md`` and ``figures/``."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def _load_results(out: Path, stage: str) -> "dict[str, Any] | None":
+    path = out / stage / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(a: dict[str, Any]) -> str:
+    return f"{100 * a['asr']:.0f}% [{100 * a['ci_low']:.0f}–{100 * a['ci_high']:.0f}]"
+
+
+def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int) -> dict[str, Any]:
+    """Per-layer and per-token-depth projections, with and without the transferred-direction ablation."""
+    from drtk.data import standard_splits
+    from drtk.directions import Direction, collect_post_instruction, compute_candidates, per_layer_directions
+    from drtk.interventions import ablation
+    from drtk.models import load_model
+    from drtk.viz import cosine_heatmap_compare, save_figure
+    from drtk.viz.story import projection_panels
+
+    direction = Direction.load(out / "direction")
+    harmful, harmless = standard_splits("harmful"), standard_splits("harmless")
+    fit_h, fit_b = harmful["fit"].head(n).prompts, harmless["fit"].head(n).prompts
+    test_h = harmful["test"].head(n).prompts
+    prefills = _prefills(out / "attack-aligned" / "completions.jsonl", k_label="prefill[k=20]")
+    by_layer: dict[str, dict[str, torch.Tensor]] = {}
+    by_depth: dict[str, dict[str, torch.Tensor]] = {}
+    summary: dict[str, Any] = {}
+    aligned_cands = None
+    for name, path in models.items():
+        model = load_model(path)
+        r = direction.for_model(model)
+        own = per_layer_directions(model, fit_h, fit_b, position=direction.position).vector  # (L, d)
+        unit_own = own / own.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+        def project() -> torch.Tensor:
+            acts = collect_post_instruction(model, test_h, reduce="none")[:, direction.position]  # (b, L, d)
+            return torch.einsum("bld,ld->bl", acts, unit_own)
+
+        clean = project()
+        with ablation(model, r):
+            attacked = project()
+        by_layer[name] = {"harmful": clean, "harmful, transferred-direction ablation attack": attacked}
+        summary[name] = {"projection_at_layer": float(clean[:, direction.layer].mean()),
+                         "projection_at_layer_under_ablation": float(attacked[:, direction.layer].mean())}
+        if prefills:
+            by_depth[name] = {"harmful + 20 prefilled tokens": _depth_projection(model, prefills, unit_own[direction.layer],
+                                                                                  direction.layer)}
+        cands = compute_candidates(model, fit_h, fit_b)
+        if aligned_cands is None:
+            aligned_cands = cands
+        else:
+            save_figure(cosine_heatmap_compare(aligned_cands.diffs, cands.diffs, position=direction.position,
+                                               title=f"Candidate directions: aligned (rows) vs {name} (columns)"),
+                        fig_dir, f"cosine_aligned_vs_{name}")
+        del model
+    save_figure(projection_panels(by_layer, title="Refusal projection per layer on held-out harmful prompts "
+                                  "(each model's own difference-in-means direction per layer)"), fig_dir, "projection_by_layer")
+    if by_depth:
+        save_figure(projection_panels(by_depth, x_title="token depth into the response (prefix first)",
+                                      title=f"Does refusal come back after a harmful prefix? Projection at layer {direction.layer}"),
+                    fig_dir, "projection_by_token_depth")
+    return summary
+
+
+def _prefills(path: Path, *, k_label: str) -> list[str]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["prompt"] + "\u0000" + r["attack_input"] for r in rows if r.get("attack") == k_label and r.get("attack_input")]
+
+
+@torch.no_grad()
+def _depth_projection(model: Any, pairs: list[str], r: torch.Tensor, layer: int, depth: int = 48) -> torch.Tensor:
+    """Projection onto ``r`` at ``layer`` along the response: the prefill, then the model's own greedy
+    continuation, up to ``depth`` tokens."""
+    from drtk.generation import GenerationConfig, generate
+
+    rows = []
+    for pair in pairs:
+        prompt, prefill = pair.split("\u0000", 1)
+        cont = generate(model, [prompt], prefills=[prefill], config=GenerationConfig(max_new_tokens=24))[0]
+        text = model.chat.format(prompt, prefill + cont)
+        start = len(model.tokenizer(model.chat.format(prompt), add_special_tokens=False)["input_ids"])
+        batch = model.tokenize_texts([text])
+        seen = {}
+
+        def grab(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            seen["x"] = x
+            return x
+
+        with model.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", grab)]):
+            model.last_logits(batch)
+        proj = (seen["x"][0, start:] @ r.to(seen["x"].dtype)).cpu()
+        row = torch.full((depth,), float("nan"))
+        row[: min(depth, proj.shape[0])] = proj[:depth]
+        rows.append(row)
+    stacked = torch.stack(rows)
+    keep = ~torch.isnan(stacked).any(0)
+    return stacked[:, keep]
+
+
+def write_report(out: Path, *, model: str, size: Any, defences: tuple[str, ...], timings: dict[str, float]) -> dict[str, Any]:
+    """Assemble ``metrics.json``, ``report.md`` and ``figures/`` from the finished stages."""
+    from drtk.viz import save_figure
+    from drtk.viz.story import asr_before_after, asr_vs_kl_models, asr_vs_prefill_models
+
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    evals = {"aligned": _load_results(out, "attack-aligned")}
+    for m in defences:
+        evals[m] = _load_results(out, f"attack-{m}")
+    evals = {k: v for k, v in evals.items() if v is not None}
+    baseline = _load_results(out, "baseline")
+    direction = json.loads((out / "direction" / "summary.json").read_text())
+
+    save_figure(asr_before_after(evals), fig_dir, "asr_before_after")
+    save_figure(asr_vs_prefill_models(evals), fig_dir, "asr_vs_prefill")
+    save_figure(asr_vs_kl_models(evals), fig_dir, "asr_vs_kl")
+    for stage in ("aligned", *defences):
+        for fig in ("training_curves", "direction_drift", "schedule_heatmap", "schedule_over_steps"):
+            for ext in ("html", "png", "svg"):
+                src = out / stage / "figures" / f"{fig}.{ext}"
+                if src.exists():
+                    shutil.copy(src, fig_dir / f"{stage}_{fig}.{ext}")
+    for ext in ("html", "png", "svg"):
+        for fig in ("cosine_layers", "selection_scores"):
+            src = out / "direction" / "figures" / f"{fig}.{ext}"
+            if src.exists():
+                shutil.copy(src, fig_dir / f"aligned_{fig}.{ext}")
+    models = {"aligned": str(out / "aligned" / "model")} | {m: str(out / m / "model") for m in defences}
+    projections = _projection_figures(out, models, fig_dir, n=min(getattr(size, "eval_limit", 24), 32))
+
+    metrics: dict[str, Any] = {
+        "model": model, "size": getattr(size, "name", str(size)), "judge": next(iter(evals.values()))["judge"],
+        "baseline": baseline, "direction": direction, "evaluations": evals, "projections": projections,
+        "stage_seconds": timings,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (out / "report.md").write_text(_markdown(metrics, defences))
+    return {"metrics": str(out / "metrics.json"), "report": str(out / "report.md")}
+
+
+def _markdown(m: dict[str, Any], defences: tuple[str, ...]) -> str:
+    evals = m["evaluations"]
+    names = list(evals)
+    labels: list[str] = []
+    for res in evals.values():
+        labels += [a for a in res["attacks"] if a not in labels]
+    lines = [f"# DeepRefusal on {m['model']} ({m['size']} demo)", ""]
+    base = m.get("baseline")
+    if base:
+        none = base["attacks"].get("none")
+        if none:
+            lines.append(f"**The model as shipped** answers harmful requests: no-attack ASR {_fmt(none)} "
+                         f"(n = {none['n']}, {none['judge']} judge).")
+            lines.append("")
+    d = m["direction"]
+    lines += [f"**Refusal direction of the aligned model**: {d['site']}, post-instruction position {d['position']} "
+              f"(bypass {d['bypass']:.2f}, induce {d['induce']:.2f}, KL {d['kl']:.3f}); held-out projection AUROC "
+              f"{d['test_auroc']:.3f}.", "",
+              "## Attack success rate (95% Wilson interval)", "",
+              "| attack | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for label in labels:
+        cells = [(_fmt(evals[n]["attacks"][label]) if label in evals[n]["attacks"] else "—") for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    n_h = next(iter(evals.values()))["attacks"]["none"]["n"]
+    lines += ["", f"n = {n_h} held-out harmful prompts per attack; keyword judge (phrases listed in `metrics.json`); "
+              f"{next(iter(evals.values()))['generation']['max_new_tokens']} new tokens, greedy.", "",
+              "## Over-refusal and capability", "", "| model | " + " | ".join(
+                  sorted({k for r in evals.values() for k in r['over_refusal']})) + " | KL to reference | reference |",
+              "| --- |" + " --- |" * (len({k for r in evals.values() for k in r['over_refusal']}) + 2)]
+    sets = sorted({k for r in evals.values() for k in r["over_refusal"]})
+    for n in names:
+        r = evals[n]
+        cells = [f"{100 * r['over_refusal'][s]['rate']:.0f}% [{100 * r['over_refusal'][s]['ci_low']:.0f}–"
+                 f"{100 * r['over_refusal'][s]['ci_high']:.0f}]" if s in r["over_refusal"] else "—" for s in sets]
+        kl = r.get("capability") or {}
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {kl.get('kl', float('nan')):.4f} | {r.get('reference')} |")
+    lines += ["", "## Refusal projection", ""]
+    for n, p in m["projections"].items():
+        lines.append(f"- {n}: mean projection at the direction's layer {p['projection_at_layer']:.2f}, "
+                     f"under the transferred-direction ablation attack {p['projection_at_layer_under_ablation']:.2f}")
+    lines += ["", "## Figures", ""]
+    for fig in ("asr_before_after", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer", "projection_by_token_depth"):
+        lines.append(f"- `figures/{fig}.html`")
+    lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in m["stage_seconds"].items()]
+    return "\n".join(lines) + "\n"

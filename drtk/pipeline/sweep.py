@@ -1,0 +1,83 @@
+"""The paper's ablations at small scale: ablation probability p and recovery examples on or off.
+
+For each ``p`` in ``probabilities`` and each ``recovery`` setting, DeepRefusal is trained from the same
+aligned model with the paper's schedule (``p_site = p_token = p``) and evaluated with the same battery;
+the result is a table and an attack-success vs over-refusal trade-off figure (the paper's Tables 3-4).
+Every run is a cached stage, so an interrupted sweep resumes.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from drtk.pipeline.demo import DemoSize, _cli
+from drtk.pipeline.stages import StageRunner
+
+logger = logging.getLogger(__name__)
+
+SWEEP_ATTACKS = "none,prefill:k=20,direction-ablation,fresh-ablation"
+
+
+def _train_config(p: float, recovery: bool, steps: int) -> dict[str, Any]:
+    from drtk.schedules import AblationSchedule
+    from drtk.training import DataConfig, TrainConfig
+
+    cfg = TrainConfig.for_method("deeprefusal", steps=steps, schedule=AblationSchedule.paper(p),
+                                 data=DataConfig(recovery=recovery))
+    return {"train": cfg.to_dict()}
+
+
+def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilities: Sequence[float] = (0.0, 0.3, 0.5, 0.7, 1.0),
+              recovery: Sequence[bool] = (True, False), size: str = "quick", device: "str | None" = None) -> pd.DataFrame:
+    """Train and evaluate every (p, recovery) configuration; returns the summary table."""
+    sz = DemoSize.named(size)
+    out = Path(out_dir)
+    runner = StageRunner(out)
+    dev = ["--device", device] if device else []
+    rows = []
+    for rec in recovery:
+        for p in probabilities:
+            name = f"p{p:g}-{'recovery' if rec else 'norecovery'}"
+            cfg = _train_config(p, rec, sz.train_steps)
+
+            def train(folder: Path, cfg: dict = cfg) -> dict:
+                (folder / "config.in.json").write_text(json.dumps(cfg))
+                _cli(["train", "--model", aligned, "--method", "deeprefusal", "--direction", direction, "--config",
+                      str(folder / "config.in.json"), "--n-harmful", str(sz.n_harmful), "--n-harmless",
+                      str(sz.n_harmless), "--n-borderline", str(sz.n_borderline), "--out", str(folder), *dev])
+                return {"model": str(folder / "model")}
+
+            runner.run(f"train-{name}", train, config={"cfg": cfg, "aligned": aligned, "size": sz.name})
+
+            def evaluate(folder: Path, name: str = name) -> dict:
+                _cli(["eval", "--model", str(out / f"train-{name}" / "model"), "--reference", aligned, "--direction",
+                      direction, "--attacks", SWEEP_ATTACKS, "--limit", str(sz.eval_limit), "--max-new-tokens",
+                      str(sz.max_new_tokens), "--out", str(folder), *dev])
+                return json.loads((folder / "results.json").read_text())
+
+            res = runner.run(f"eval-{name}", evaluate, config={"attacks": SWEEP_ATTACKS}, after=[f"train-{name}"])
+            row = {"p": p, "recovery": rec}
+            for label, a in res["attacks"].items():
+                row[f"asr:{label}"] = a["asr"]
+            for s, r in res["over_refusal"].items():
+                row[f"over_refusal:{s}"] = r["rate"]
+            row["kl"] = (res.get("capability") or {}).get("kl")
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "sweep.csv", index=False)
+    return table
+
+
+def tradeoff_figure(table: pd.DataFrame, *, attack: str = "asr:prefill[k=20]", over: str = "over_refusal:borderline") -> go.Figure:
+    """Attack success vs over-refusal, one point per (p, recovery) configuration."""
+    fig = go.Figure()
+    for rec, grp in table.groupby("recovery"):
+        fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=[f"p={p:g}" for p in grp.p],
+                                 textposition="top center", name="with recovery examples" if rec else "without recovery examples"))
+    fig.update_layout(title=f"Ablation probability: {attack} vs {over}", xaxis=dict(title=over, range=[-0.05, 1.05]),
+                      yaxis=dict(title=attack, range=[-0.05, 1.05]), width=760, height=520)
+    return fig

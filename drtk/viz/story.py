@@ -1,0 +1,96 @@
+"""Figures that compare models: before vs after rebuilding refusal."""
+
+from typing import Any, Mapping
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+_COLORS = {"baseline": "#7f7f7f", "aligned": "#d62728", "deeprefusal": "#1f77b4", "adaptive": "#2ca02c"}
+
+
+def _color(name: str, i: int) -> str:
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd"]
+    return _COLORS.get(name, palette[i % len(palette)])
+
+
+def asr_before_after(results: Mapping[str, Mapping[str, Any]], *, title: str = "") -> go.Figure:
+    """Grouped bars: ASR (95% Wilson interval) per attack setting, one bar colour per model.
+
+    Args:
+        results: model label -> a ``results.json`` document.
+    """
+    labels: list[str] = []
+    for res in results.values():
+        labels += [a for a in res["attacks"] if a not in labels]
+    fig = go.Figure()
+    for i, (name, res) in enumerate(results.items()):
+        att = res["attacks"]
+        y = [att[a]["asr"] if a in att else None for a in labels]
+        lo = [att[a]["asr"] - att[a]["ci_low"] if a in att else 0 for a in labels]
+        hi = [att[a]["ci_high"] - att[a]["asr"] if a in att else 0 for a in labels]
+        fig.add_trace(go.Bar(x=labels, y=y, name=name, marker_color=_color(name, i),
+                             error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo)))
+    judge = next(iter(results.values()))["judge"]["name"]
+    fig.update_layout(barmode="group", yaxis=dict(title=f"attack success rate ({judge} judge)", range=[0, 1.05]),
+                      title=title or "Attack success before and after rebuilding refusal (95% Wilson intervals)",
+                      width=1200, height=520, xaxis_tickangle=-30)
+    return fig
+
+
+def asr_vs_prefill_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure:
+    """ASR against the number of prefilled harmful tokens, one line per model."""
+    fig = go.Figure()
+    for i, (name, res) in enumerate(results.items()):
+        pts = sorted((a["knob_value"], a["asr"], a["ci_low"], a["ci_high"]) for a in res["attacks"].values()
+                     if a["attack"] == "prefill" and a.get("knob") == "k")
+        if not pts:
+            continue
+        k, asr, lo, hi = map(np.array, zip(*pts))
+        fig.add_trace(go.Scatter(x=k, y=asr, mode="lines+markers", name=name, line=dict(color=_color(name, i)),
+                                 error_y=dict(type="data", symmetric=False, array=hi - asr, arrayminus=asr - lo)))
+    fig.update_layout(title="Prefilling attack: success vs prefill length", xaxis_title="prefilled harmful tokens (k)",
+                      yaxis=dict(title="attack success rate", range=[0, 1.05]), width=760, height=460)
+    return fig
+
+
+def asr_vs_kl_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure:
+    """Each model-editing attack as a point: its capability cost (KL) against its success."""
+    fig = go.Figure()
+    for i, (name, res) in enumerate(results.items()):
+        pts = [(a["kl"], a["asr"], label) for label, a in res["attacks"].items() if a.get("kl") is not None]
+        if not pts:
+            continue
+        kl, asr, text = zip(*pts)
+        fig.add_trace(go.Scatter(x=kl, y=asr, mode="markers+text", text=text, textposition="top center", name=name,
+                                 marker=dict(size=10, color=_color(name, i))))
+    fig.update_layout(title="Attack success vs capability cost of the edit", xaxis=dict(title="KL(unattacked ‖ attacked)", type="log"),
+                      yaxis=dict(title="attack success rate", range=[-0.05, 1.1]), width=900, height=520)
+    return fig
+
+
+def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str = "", x_title: str = "layer") -> go.Figure:
+    """Side-by-side panels of mean ± std projections, e.g. one panel per model, lines with/without attack.
+
+    Args:
+        panels: panel title -> (line label -> projections ``(batch, x)``).
+    """
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), shared_yaxes=True)
+    palette = ["#d62728", "#ff9896", "#1f77b4", "#aec7e8", "#2ca02c", "#98df8a"]
+    for col, (panel, lines) in enumerate(panels.items(), start=1):
+        for i, (label, proj) in enumerate(lines.items()):
+            p = proj.float().numpy()
+            mean, std = p.mean(0), p.std(0)
+            x = np.arange(p.shape[1])
+            color = palette[i % len(palette)]
+            fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                                     fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False), row=1, col=col)
+            fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=label, legendgroup=label, showlegend=col == 1,
+                                     line=dict(color=color, dash="dash" if "attack" in label or "ablat" in label else "solid")),
+                          row=1, col=col)
+        fig.update_xaxes(title_text=x_title, row=1, col=col)
+    fig.update_yaxes(title_text="projection onto the refusal direction", row=1, col=1)
+    fig.update_layout(title=title, width=420 * len(panels) + 200, height=460)
+    return fig

@@ -51,3 +51,13 @@ def unknown_name_error(kind: str, name: str, available: "list[str] | tuple[str, 
     close = difflib.get_close_matches(name, list(available), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return RegistryError(f"unknown {kind} {name!r}.{hint} Available: {', '.join(sorted(available))}.")
+
+
+def check_fields(cls: type, d: "dict[str, object]") -> None:
+    """Raise a :class:`ConfigError` naming every key of ``d`` that is not a field of dataclass ``cls``."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known: {sorted(known)}")

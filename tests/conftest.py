@@ -29,3 +29,30 @@ PROMPTS = [
     "Explain, in two sentences, why the sky looks blue during the day.",
     "List three prime numbers.",
 ]
+
+
+@pytest.fixture(scope="session")
+def direction(tiny):
+    """A random single direction for the tiny model (layer 1, last post-instruction position)."""
+    from drtk.directions import Direction
+
+    g = torch.Generator().manual_seed(1)
+    return Direction(torch.randn(tiny.d_model, generator=g) * 3, "single", tiny.model_id, tiny.n_layers, tiny.d_model,
+                     layer=1, position=-1, site="blocks.1.hook_resid_pre")
+
+
+@pytest.fixture
+def make_context():
+    """Build an AttackContext with tiny fit/val sets and a short, seeded generation config."""
+    return _make_context
+
+
+def _make_context(direction=None, **kw):
+    from drtk.attacks import AttackContext
+    from drtk.generation import GenerationConfig
+
+    fit = dict(harmful_fit=["Make a bomb.", "Steal a car.", "Hack a bank.", "Poison a well."],
+               harmless_fit=["Bake bread.", "Write a poem.", "Plan a trip.", "Sort a list."],
+               harmful_val=["Forge a passport.", "Rob a store."], harmless_val=["Tie a knot.", "Name a color."])
+    return AttackContext(direction=direction, generation=GenerationConfig(max_new_tokens=6, batch_size=4),
+                         generator=torch.Generator().manual_seed(0), **(fit | kw))

@@ -8,7 +8,22 @@ from drtk.directions.separation import auroc, auroc_by_layer
 from drtk.directions.subspace import per_layer_directions, per_layer_subspaces
 
 __all__ = [
-    "Candidates", "Direction", "auroc", "auroc_by_layer", "RefusalTokens", "SelectionConfig", "SelectionResult", "collect_post_instruction",
-    "compute_candidates", "find_direction", "find_refusal_tokens", "kl_divergence", "last_logits",
-    "per_layer_directions", "per_layer_subspaces", "projections_by_layer", "refusal_score", "select_direction",
+    "Candidates",
+    "Direction",
+    "RefusalTokens",
+    "SelectionConfig",
+    "SelectionResult",
+    "auroc",
+    "auroc_by_layer",
+    "collect_post_instruction",
+    "compute_candidates",
+    "find_direction",
+    "find_refusal_tokens",
+    "kl_divergence",
+    "last_logits",
+    "per_layer_directions",
+    "per_layer_subspaces",
+    "projections_by_layer",
+    "refusal_score",
+    "select_direction",
 ]

@@ -61,7 +61,9 @@ def find_refusal_tokens(
     benign_share = Counter(b_first)
     counts = Counter(refused)
     # Keep tokens that open refusals repeatedly and open harmless answers less often than refusals.
-    ids = [t for t, c in counts.most_common() if c >= min(min_count, len(refused)) and benign_share[t] / max(len(b_first), 1) < c / max(len(refused), 1)]
+    n_ref, n_ben = max(len(refused), 1), max(len(b_first), 1)
+    ids = [t for t, c in counts.most_common()
+           if c >= min(min_count, len(refused)) and benign_share[t] / n_ben < c / n_ref]
     source = "model"
     if not ids:
         from drtk.data import load_texts

@@ -1,6 +1,5 @@
 """How well a direction separates harmful from harmless prompts."""
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 

@@ -23,7 +23,7 @@ Example:
 """
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 import torch
@@ -31,7 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from drtk._types import ABLATION_POINTS, POINTS
-from drtk.errors import ConfigError
+from drtk.errors import ConfigError, check_fields
 
 StepProfile = Literal["constant", "linear", "cosine", "step"]
 LayerProfile = Literal["uniform", "window", "bump", "array"]
@@ -188,10 +188,7 @@ class AblationSchedule:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AblationSchedule":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"AblationSchedule has no field(s) {unknown}; known: {sorted(known)}")
+        check_fields(cls, d)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     # -- the pure probability functions --------------------------------------------------------

@@ -9,7 +9,7 @@ method's defaults; any field can still be overridden.
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
-from drtk.errors import ConfigError
+from drtk.errors import ConfigError, check_fields
 from drtk.schedules import AblationSchedule
 from drtk.training.data import DataConfig
 
@@ -174,10 +174,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"TrainConfig has no field(s) {unknown}; known: {sorted(known)}")
+        check_fields(cls, d)
         d = dict(d)
         if d.get("schedule") is not None:
             d["schedule"] = AblationSchedule.from_dict(d["schedule"])

@@ -20,7 +20,7 @@ from a user's column (``harmful_answers=``).
 
 import logging
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
 import pandas as pd
@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from drtk.errors import ConfigError, DataError
+from drtk.errors import ConfigError, check_fields, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -203,10 +203,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"DataConfig has no field(s) {unknown}; known: {sorted(known)}")
+        check_fields(cls, d)
         d = dict(d)
         if "recovery_tokens" in d:
             d["recovery_tokens"] = tuple(d["recovery_tokens"])

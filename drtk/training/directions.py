@@ -101,7 +101,8 @@ class RefreshedDirection(FixedDirection):
         self.vector = unit(self.ema * self.vector + (1 - self.ema) * new)
         if self.per_layer_fraction > 0:
             norms = diff.norm(dim=-1, keepdim=True)
-            fresh = torch.where(norms > 0, diff / norms.clamp(min=1e-12), self.vector.expand_as(diff) if self.vector.ndim == 1 else self.vector)
+            fallback = self.vector.expand_as(diff) if self.vector.ndim == 1 else self.vector
+            fresh = torch.where(norms > 0, diff / norms.clamp(min=1e-12), fallback)  # zero rows keep the old one
             self.per_layer = fresh.to(self.vector.device) if self.per_layer is None else unit(
                 self.ema * self.per_layer + (1 - self.ema) * fresh.to(self.vector.device))
         logger.debug("refreshed direction at step %d", step)

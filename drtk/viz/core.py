@@ -1,7 +1,8 @@
 """Saving figures: the one place drtk writes a figure to disk.
 
 Plot functions elsewhere in :mod:`drtk.viz` return ``plotly.graph_objects.Figure`` and never show,
-save or compute metrics. :func:`save_figure` writes HTML always (plotly.js saved once per folder, so it opens offline), and PNG/SVG when a Chromium browser is
+save or compute metrics. :func:`save_figure` writes HTML always (plotly.js saved once per folder, so it
+opens offline), and PNG/SVG when a Chromium browser is
 available to kaleido (otherwise it logs why the static copies were skipped).
 """
 

@@ -61,7 +61,7 @@ def test_residual_is_orthogonal_to_direction_under_ablation(tiny):
     seen = []
     batch = tiny.tokenize(PROMPTS)
     with ablation(tiny, r):
-        with hook_scope(tiny, [(f"blocks.{l}.hook_resid_post", lambda x, hook: seen.append(x) or x) for l in range(3)]):
+        with hook_scope(tiny, [(f"blocks.{layer}.hook_resid_post", lambda x, hook: seen.append(x) or x) for layer in range(3)]):
             tiny.last_logits(batch)
     for x in seen:
         assert (x @ (r / r.norm())).abs().max() < 1e-4

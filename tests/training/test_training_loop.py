@@ -80,8 +80,8 @@ def test_history_has_metrics_and_realized_rate():
     assert {"loss", "loss_benign", "loss_harmful", "lr", "ablation_rate", "grad_norm", "step_time"} <= set(h.columns)
     assert h["ablation_rate"].between(0.35, 0.65).all()
     assert h["loss"].iloc[-1] < h["loss"].iloc[0]
-    assert all(len(model.hook_point(f"blocks.{l}.hook_{p}")._forward_hooks) == 0
-               for l in range(3) for p in ("resid_pre", "attn_out", "mlp_out"))  # no hook left behind
+    assert all(len(model.hook_point(f"blocks.{layer}.hook_{p}")._forward_hooks) == 0
+               for layer in range(3) for p in ("resid_pre", "attn_out", "mlp_out"))  # no hook left behind
 
 
 def test_gradient_accumulation_matches_one_big_batch():
@@ -104,7 +104,7 @@ def test_masked_ablation_gradients_match_finite_differences():
     emb = model.hf.get_input_embeddings()(batch.input_ids)[:, -6:].detach().requires_grad_(True)
     attn, pos = batch.attention_mask[:, -6:], batch.position_ids[:, -6:]
     masks = {s: (torch.rand(1, 6, generator=gen) < 0.5).double() for s in
-             [Site(l, p) for l in range(3) for p in ("resid_pre", "attn_out", "mlp_out")]}
+             [Site(layer, p) for layer in range(3) for p in ("resid_pre", "attn_out", "mlp_out")]}
     hooks = ablation_hooks(model, torch.randn(40, dtype=torch.float64, generator=gen), mask_fn=lambda s, a: masks[s])
 
     def f(x):

@@ -94,7 +94,7 @@ def projection_by_layer(groups: Mapping[str, Tensor], *, title: str = "") -> go.
         color = palette[i % len(palette)]
         dash = "dash" if "ablat" in label or "attack" in label else "solid"
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                                 fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",
+                                 fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0), mode="lines", hoverinfo="skip",
                                  showlegend=False, legendgroup=label))
         fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=f"{label} (n={p.shape[0]})", legendgroup=label,
                                  line=dict(color=color, dash=dash)))

@@ -85,7 +85,7 @@ def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str 
             x = np.arange(p.shape[1])
             color = palette[i % len(palette)]
             fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                                     fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0),
+                                     fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0), mode="lines",
                                      hoverinfo="skip", showlegend=False), row=1, col=col)
             fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=label, legendgroup=label, showlegend=col == 1,
                                      line=dict(color=color, dash="dash" if "attack" in label or "ablat" in label else "solid")),

@@ -23,7 +23,7 @@ def _fmt(a: dict[str, Any]) -> str:
 def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int) -> dict[str, Any]:
     """Per-layer and per-token-depth projections, with and without the transferred-direction ablation."""
     from drtk.data import standard_splits
-    from drtk.directions import Direction, collect_post_instruction, compute_candidates, per_layer_directions
+    from drtk.directions import Direction, collect_post_instruction, compute_candidates
     from drtk.interventions import ablation
     from drtk.models import load_model
     from drtk.viz import cosine_heatmap_compare, save_figure
@@ -41,7 +41,10 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
     for name, path in models.items():
         model = load_model(path)
         r = direction.for_model(model)
-        own = per_layer_directions(model, fit_h, fit_b, position=direction.position).vector  # (L, d)
+        # One pass over the fit prompts gives both the candidates (for the cosine maps) and each layer's
+        # own direction at the selected position (for the projections).
+        cands = compute_candidates(model, fit_h, fit_b)
+        own = cands.diffs[direction.position]  # (L, d), on the CPU like the collected activations
         unit_own = own / own.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
         def project() -> torch.Tensor:
@@ -57,7 +60,6 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
         if prefills:
             by_depth[name] = {"harmful + 20 prefilled tokens": _depth_projection(model, prefills, unit_own[direction.layer],
                                                                                   direction.layer)}
-        cands = compute_candidates(model, fit_h, fit_b)
         if aligned_cands is None:
             aligned_cands = cands
         else:
@@ -102,7 +104,7 @@ def _depth_projection(model: Any, pairs: list[str], r: torch.Tensor, layer: int,
 
         with model.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", grab)]):
             model.last_logits(batch)
-        proj = (seen["x"][0, start:] @ r.to(seen["x"].dtype)).cpu()
+        proj = (seen["x"][0, start:] @ r.to(seen["x"])).cpu()
         row = torch.full((depth,), float("nan"))
         row[: min(depth, proj.shape[0])] = proj[:depth]
         rows.append(row)

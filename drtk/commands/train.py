@@ -48,7 +48,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-response-tokens", type=int, default=None, help="answers are cut to this many tokens")
     p.add_argument("--n-harmful", type=int, default=None, help="use at most this many harmful train prompts")
     p.add_argument("--n-harmless", type=int, default=None, help="use at most this many harmless train prompts")
-    p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline train prompts")
+    p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline prompts (train, then fit split)")
+    p.add_argument("--borderline-repeat", type=int, default=None,
+                   help="each borderline-benign example appears this many times (against over-refusal)")
     p.add_argument("--data", type=Path, default=None,
                    help="training examples as JSON lines (fields of drtk.training.Example, e.g. a run's data.jsonl) "
                         "instead of generating them")
@@ -85,8 +87,10 @@ def _config(args: argparse.Namespace) -> Any:
         if mode == "paper" and sched.get("p_site", base.schedule.p_site) != sched.get("p_token", base.schedule.p_token):
             mode = "gated"  # separate knobs asked for: leave the paper's single-p mode
         over["schedule"] = AblationSchedule.from_dict({**base.schedule.to_dict(), **sched, "mode": mode})
-    if args.max_response_tokens is not None:
-        over["data"] = replace(base.data, max_response_tokens=args.max_response_tokens)
+    data = {k: v for k, v in (("max_response_tokens", args.max_response_tokens),
+                              ("borderline_repeat", args.borderline_repeat)) if v is not None}
+    if data:
+        over["data"] = replace(base.data, **data)
     return replace(base, **over) if over else base
 
 
@@ -97,7 +101,7 @@ def _limit(ps: Any, n: "int | None") -> Any:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from drtk.data import standard_splits
+    from drtk.data import PromptSet, standard_splits
     from drtk.directions import Direction, SelectionConfig, find_direction
     from drtk.training import (DirectionDrift, Example, Trainer, TrainingSet, build_training_set, save_adapter,
                                save_merged)
@@ -139,8 +143,12 @@ def run(args: argparse.Namespace) -> int:
         if source != data_path:
             data_path.write_text(source.read_text())
     else:
+        # Borderline prompts fit no direction, so their 'fit' split joins the training data (test stays held out).
+        both = PromptSet(name="borderline", prompts=borderline["train"].prompts + borderline["fit"].prompts,
+                         categories=borderline["train"].categories + borderline["fit"].categories,
+                         source=borderline["train"].source)
         splits = {"harmful": _limit(harmful["train"], args.n_harmful), "harmless": _limit(harmless["train"], args.n_harmless),
-                  "borderline": _limit(borderline["train"], args.n_borderline)}
+                  "borderline": _limit(both, args.n_borderline)}
         meta["data"] = {k: {"n": len(v), "sha256": v.sha256()} for k, v in splits.items()}
         data = build_training_set(
             model, harmful=splits["harmful"].prompts, harmless=splits["harmless"].prompts,

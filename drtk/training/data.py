@@ -172,6 +172,8 @@ class DataConfig:
             needs a direction) or ``"plain"`` (as it is, for a still-unaligned model); ignored when
             ``harmful_answers`` are passed.
         generation_batch_size: prompts per generation batch.
+        borderline_repeat: each borderline-benign example appears this many times (oversampling: the few
+            prompts that look harmful but are safe carry the fight against over-refusal).
         seed: seeds the refusal choice and the prefix lengths.
     """
 
@@ -181,6 +183,7 @@ class DataConfig:
     refusal_source: str = "auto"
     prefix_source: str = "ablated"
     generation_batch_size: int = 32
+    borderline_repeat: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -195,6 +198,8 @@ class DataConfig:
             raise ConfigError(f"DataConfig.prefix_source must be ablated or plain, got {self.prefix_source!r}")
         if self.generation_batch_size < 1:
             raise ConfigError(f"DataConfig.generation_batch_size must be >= 1, got {self.generation_batch_size}")
+        if self.borderline_repeat < 1:
+            raise ConfigError(f"DataConfig.borderline_repeat must be >= 1, got {self.borderline_repeat}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -265,8 +270,9 @@ def build_training_set(
             keep = [i for i, a in enumerate(answers) if a and not is_refusal(a)]
             if len(keep) < len(prompts):
                 logger.info("%s: dropped %d empty or refusing answers", kind, len(prompts) - len(keep))
-            examples += helpful_examples([prompts[i] for i in keep], [answers[i] for i in keep], kind=kind,
-                                         complete=[complete[i] for i in keep])
+            found = helpful_examples([prompts[i] for i in keep], [answers[i] for i in keep], kind=kind,
+                                     complete=[complete[i] for i in keep])
+            examples += found * (cfg.borderline_repeat if kind == "borderline" else 1)
 
     refusals = _pick(shipped, len(harmful), rng)
     plain_answers: "list[str] | None" = None

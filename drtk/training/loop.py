@@ -238,12 +238,17 @@ class Trainer:
     def _micro_loss(self, batch: Any, norm: Tensor) -> tuple[Tensor, Tensor]:
         """The micro-batch's share of the step loss, and (sum loss per group, count per group)."""
         cfg = self.config
+        # Unembed only from the column before the batch's first learned token: the vocabulary projection
+        # is a fifth of a small model's step, and prompts (never learned) are most of the tokens.
+        learned = (batch.labels != -100).any(0).nonzero()
+        first = max(int(learned[0]) if len(learned) else 1, 1)
         with self._autocast():
             logits = self.net(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                              position_ids=batch.position_ids, use_cache=False).logits
-        labels = batch.labels[:, 1:]
+                              position_ids=batch.position_ids, use_cache=False,
+                              logits_to_keep=batch.labels.shape[1] - first + 1).logits
+        labels = batch.labels[:, first:]
         ce = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, T-1)
+            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, T-first)
         n_tok = (labels != -100).sum(1).clamp(min=1)
         per_sample = ce.sum(1) if cfg.loss_reduction == "sum" else ce.sum(1) / n_tok
         weight = norm[batch.group]  # group weight / group count in the global batch

@@ -74,6 +74,20 @@ def test_build_training_set_on_policy(model):
     assert {e.group for e in data.examples} == {"benign", "harmful"}
 
 
+def test_borderline_repeat_oversamples_only_borderline(model):
+    def build(repeat):
+        cfg = DataConfig(max_response_tokens=6, borderline_repeat=repeat)
+        return build_training_set(model, harmful=["harm please"], harmless=["hello", "a poem"],
+                                  borderline=["kill a process", "shoot a photo"], config=cfg).counts()
+
+    once, thrice = build(1), build(3)
+    assert once.get("borderline", 0) > 0
+    assert thrice["borderline"] == 3 * once["borderline"]
+    assert {k: v for k, v in thrice.items() if k != "borderline"} == {k: v for k, v in once.items() if k != "borderline"}
+    with pytest.raises(ConfigError, match="borderline_repeat"):
+        DataConfig(borderline_repeat=0)
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"method": "sft"}, "method"),
     ({"steps": 0}, "steps"),

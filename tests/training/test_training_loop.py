@@ -173,3 +173,24 @@ def test_export_loads_back(tmp_path):
         for sub in ("adapter", "model"):
             assert torch.allclose(load_model(str(tmp_path / sub)).forward(batch), want, atol=1e-5)
         assert not torch.allclose(load_model("drtk-tiny-chat").forward(batch), want, atol=1e-3)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_step_loss_matches_cross_entropy_over_all_logits(padding_side):
+    """The loop unembeds only from the first learned column; the loss must equal the textbook one."""
+    from drtk.training.data import collate
+
+    model = load_model("drtk-tiny-chat")
+    data = TrainingSet(_data().examples + tuple(helpful_examples(["a much longer benign prompt " * 4], ["Sure."])))
+    trainer = Trainer(model, data, _cfg("refusal", padding_side=padding_side))
+    batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id, padding_side=padding_side)
+    norm = torch.full((2,), 1.0 / len(trainer.encoded))
+    with torch.no_grad():
+        loss, _ = trainer._micro_loss(batch, norm)
+        logits = model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                          position_ids=batch.position_ids).logits
+        ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch.labels[:, 1:], ignore_index=-100,
+                                               reduction="none").sum(1)
+    if padding_side == "left":  # prompts end together: the cut really skips columns
+        assert batch.labels[:, : batch.labels.shape[1] // 2].eq(-100).all()
+    torch.testing.assert_close(loss, ce.mean(), rtol=1e-5, atol=1e-6)

@@ -116,6 +116,7 @@ class AttackResult:
         params: the attack config (``to_dict``).
         prompts: the original harmful prompts, in order.
         completions: one generated completion per prompt (prefills are not repeated in it).
+        prefills: the text put at the start of each assistant turn, for attacks that prefill (else None).
         inputs: per prompt, what the attacker supplied (prefill, suffix, template name; "" for none).
         knob, knob_value: the strength knob and its value (None for attacks without one).
         metadata: direction provenance and attack-specific details.
@@ -133,6 +134,7 @@ class AttackResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     forward_passes: int = 0
+    prefills: "tuple[str, ...] | None" = None
 
 
 @contextmanager
@@ -215,7 +217,7 @@ class Attack:
             attack=self.label, name=self.name, params=self.to_dict(), prompts=tuple(prompts),
             completions=tuple(completions), inputs=tuple(shown), knob=self.knob,
             knob_value=getattr(self, self.knob) if self.knob else None, metadata=self.describe(context) | inputs.metadata,
-            seconds=time.perf_counter() - start, forward_passes=passes,
+            seconds=time.perf_counter() - start, forward_passes=passes, prefills=inputs.prefills,
         )
 
 

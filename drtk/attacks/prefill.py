@@ -6,13 +6,18 @@ Where the harmful answer comes from (``source``):
   (the context's direction, or a fresh one if none was given): what an attacker with white-box access
   and no data needs;
 * ``reference``: the reference model's own answer (e.g. the unaligned base model);
-* ``answers``: a dataset column, ``AttackContext.answers[prompt]``;
+* ``answers``: a dataset column, ``AttackContext.answers[prompt]`` (``drtk eval --answers FILE``), e.g. an
+  unaligned model's answers, so every model under comparison gets the same prefills; prompts without one
+  fall back to ``ablation``;
 * ``opener``: a fixed affirmative opener (``opener``, default the first of ``load_texts("openers")``);
   ``k`` is ignored.
 
-The completion judged is what the model writes *after* the prefill; a delayed refusal counts as refusal.
+The completion judged is what the model writes *after* the prefill; a delayed refusal counts as refusal,
+and a prefill that is itself a refusal (a defended model still refusing under the ablation meant to make
+it answer) counts as a failed attack (:func:`drtk.evaluation.evaluate`).
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -21,6 +26,8 @@ from drtk.attacks.base import Attack, AttackContext, AttackInputs, register_atta
 from drtk.attacks.direction_ablation import ablated
 from drtk.errors import ConfigError, DataError
 from drtk.generation import GenerationConfig, generate
+
+logger = logging.getLogger(__name__)
 
 SOURCES = ("ablation", "reference", "answers", "opener")
 
@@ -32,12 +39,22 @@ def _default_opener() -> str:
 
 
 def harmful_answers(model: Any, prompts: Sequence[str], context: AttackContext, source: str, n_tokens: int) -> list[str]:
-    """At least ``n_tokens`` tokens of a harmful answer per prompt (generated ones cached in the context)."""
+    """At least ``n_tokens`` tokens of a harmful answer per prompt (generated ones cached in the context).
+
+    With ``source="answers"``, prompts without an answer in ``context.answers`` fall back to the
+    ``ablation`` source (logged), so one answer file can serve prompt sets it only partly covers.
+    """
     if source == "answers":
-        missing = [p for p in prompts if not (context.answers or {}).get(p)]
+        given = context.answers or {}
+        missing = [p for p in prompts if not given.get(p)]
+        if len(missing) == len(prompts):
+            raise DataError(f"prefill source 'answers' has no answer for any of the {len(prompts)} prompts, e.g. "
+                            f"{prompts[0]!r}; pass answers for these prompts (drtk eval --answers FILE)")
         if missing:
-            raise DataError(f"prefill source 'answers' has no answer for {len(missing)} prompt(s), e.g. {missing[0]!r}")
-        return [context.answers[p] for p in prompts]
+            logger.info("prefill: %d of %d prompts have no given answer; generating those under ablation",
+                        len(missing), len(prompts))
+            made = dict(zip(missing, harmful_answers(model, missing, context, "ablation", n_tokens)))
+        return [given[p] if given.get(p) else made[p] for p in prompts]
     key = ("prefill", source, id(model), tuple(prompts))
     have = context.cache.get(key)
     if have is None or have[0] < n_tokens:

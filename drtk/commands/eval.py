@@ -36,6 +36,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--borderline", default=None, help="file or set name (default: 'test' split of drtk's borderline set)")
     p.add_argument("--known-data", action="append", default=[], help="training/fitting prompt file(s): overlapping "
                    "evaluation prompts are dropped (the model folder's run metadata is read automatically)")
+    p.add_argument("--answers", default=None, type=Path,
+                   help="harmful answers per prompt for `prefill:source=answers` (a file with prompt and answer columns, "
+                        "or a `drtk eval` completions.jsonl: its complied no-attack answers)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N prompts per set")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from drtk.attacks import AttackContext, parse_attack_spec
-    from drtk.data import load_prompts
+    from drtk.data import load_answers, load_prompts
     from drtk.directions import Direction
     from drtk.evaluation import evaluate, report_markdown, sets_from_folder, validate_results
     from drtk.generation import GenerationConfig
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         from drtk.evaluation import sets_from_metadata
 
         known += sets_from_metadata(direction.metadata)
-    ctx = AttackContext(direction=direction, reference=reference,
+    answers = load_answers(args.answers) if args.answers is not None else None
+    ctx = AttackContext(direction=direction, reference=reference, answers=answers,
                         generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
                         generator=torch.Generator(device=model.device).manual_seed(args.seed))
     ev = evaluate(model, attacks, harmful, harmless=harmless, borderline=borderline, reference=reference, context=ctx,

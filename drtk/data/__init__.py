@@ -8,7 +8,7 @@ Example:
 
 from drtk.data.benchmarks import BENCHMARKS, Benchmark, benchmark_cache_path, fetch_benchmark
 from drtk.data.contamination import ContaminationReport, check_contamination, drop_overlaps
-from drtk.data.loading import JailbreakTemplate, load_jailbreak_templates, load_prompts, load_texts
+from drtk.data.loading import JailbreakTemplate, load_answers, load_jailbreak_templates, load_prompts, load_texts
 from drtk.data.prompt_set import PromptSet, normalize_prompt
 from drtk.data.splits import DEFAULT_FRACTIONS, split_prompts, standard_splits
 
@@ -26,6 +26,7 @@ __all__ = [
     "load_jailbreak_templates",
     "load_prompts",
     "load_texts",
+    "load_answers",
     "normalize_prompt",
     "split_prompts",
     "standard_splits",

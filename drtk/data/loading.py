@@ -128,6 +128,46 @@ def load_texts(name: str, *, category: str | None = None) -> tuple[str, ...]:
     return tuple(r["text"] for r in rows)
 
 
+ANSWER_COLUMNS = ("answer", "completion", "response", "output", "target")
+
+
+def load_answers(path: "str | Path", *, column: str | None = None) -> dict[str, str]:
+    """Harmful answers per prompt from a file, e.g. for prefilling with a compliant model's answers.
+
+    Reads ``.jsonl``/``.json``/``.csv`` rows with a prompt column and an answer column (``column``, else the
+    first of ``answer``, ``completion``, ``response``, ``output``, ``target``). A ``completions.jsonl``
+    written by ``drtk eval`` works as it is: only its ``set == "harmful"``, ``attack == "none"`` rows
+    judged ``complied`` are kept, so refusals never become prefills.
+
+    Returns:
+        ``{prompt: answer}`` for every row with a non-empty answer.
+
+    Raises:
+        DataError: missing file or columns, or no usable answer.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"answer file {str(path)!r} does not exist (resolved to {path.resolve()}).")
+    rows = _read_rows(path)
+    if not rows:
+        raise DataError(f"{path} contains no answers.")
+    columns = [c for c in rows[0] if isinstance(c, str)]
+    prompt_col = _pick_column(columns, None, role="prompt", where=str(path))
+    answer_col = column if column is not None else next((c for c in ANSWER_COLUMNS if c in columns), None)
+    if answer_col is None or answer_col not in columns:
+        raise DataError(f"{path} has no answer column (looked for {column or ', '.join(ANSWER_COLUMNS)}); "
+                        f"columns found: {', '.join(columns)}.")
+    keep = {"set": "harmful", "attack": "none", "verdict": "complied"}
+    out = {}
+    for r in rows:
+        if all(str(r.get(k, v)) == v for k, v in keep.items()) and str(r.get(answer_col) or "").strip():
+            out[str(r[prompt_col])] = str(r[answer_col])
+    if not out:
+        raise DataError(f"{path} has no usable answer (rows need a non-empty {answer_col!r}; drtk eval completions "
+                        "need set 'harmful', attack 'none' and verdict 'complied').")
+    return out
+
+
 def load_jailbreak_templates() -> tuple[JailbreakTemplate, ...]:
     """Load the shipped jailbreak templates (role-play and instruction-override framings).
 

@@ -160,6 +160,12 @@ def evaluate(
         logger.info("attack %s on %d prompts", attack.label, len(prompts))
         res = attack.run(model, prompts, context=context)
         refused = tuple(judge.refused(res.prompts, res.completions))
+        if res.prefills is not None:
+            # A prefill that is itself a refusal (e.g. a defended model still refusing under the ablation
+            # that was meant to produce a harmful answer) jailbreaks nothing: never count it as a success.
+            bad = judge.refused(res.prompts, res.prefills)
+            refused = tuple(r or b for r, b in zip(refused, bad))
+            res.metadata["refusing_prefills"] = int(sum(bad))
         kl = None
         if self_ref is not None and attack.edits_model:
             with attack.applied(model, context) as target:

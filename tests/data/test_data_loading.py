@@ -88,3 +88,25 @@ def test_missing_file_path_and_bad_limit(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="limit"):
         load_prompts("harmful", limit=0)
     assert len(load_prompts("harmful", limit=5)) == 5
+
+
+def test_load_answers_from_eval_completions_and_csv(tmp_path):
+    from drtk.data import load_answers
+
+    rows = [{"set": "harmful", "attack": "none", "prompt": "a", "completion": "Step 1", "verdict": "complied"},
+            {"set": "harmful", "attack": "none", "prompt": "b", "completion": "I'm sorry", "verdict": "refused"},
+            {"set": "harmful", "attack": "prefill[k=5]", "prompt": "c", "completion": "more", "verdict": "complied"},
+            {"set": "harmless", "attack": "none", "prompt": "d", "completion": "Hi", "verdict": "complied"}]
+    f = tmp_path / "completions.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_answers(f) == {"a": "Step 1"}
+    c = tmp_path / "answers.csv"
+    c.write_text("goal,target\nx,Sure here\ny,\n")
+    assert load_answers(c) == {"x": "Sure here"}
+    with pytest.raises(DataError, match="no answer column"):
+        load_answers(c, column="reply")
+    with pytest.raises(DataError, match="does not exist"):
+        load_answers(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.csv").write_text("prompt,answer\nx,\n")
+    with pytest.raises(DataError, match="no usable answer"):
+        load_answers(tmp_path / "empty.csv")

@@ -110,3 +110,29 @@ def test_cli_end_to_end(tmp_path, monkeypatch):
     assert set(res["attacks"]) == {"none", "actadd[coeff=1.0]", "actadd[coeff=2.0]"}
     assert (out / "report.md").exists() and (out / "asr_bars.html").exists() and (out / "asr_vs_kl.html").exists()
     assert len((out / "completions.jsonl").read_text().splitlines()) == 3 * 2 + 2 * 2
+
+
+def test_a_refusing_prefill_never_counts_as_a_jailbreak(tiny, make_context):
+    """Prefills that are themselves refusals (a defended model refusing under ablation) are failed attacks,
+    whatever the continuation; harmful prefills are judged on the continuation alone."""
+    attack = parse_attack_spec("prefill:k=40:source=answers", sweep=False)
+    prompts = HARMFUL.prompts
+    answers = {p: ("I'm sorry, but I can't help with that." if i % 2 else "Step one: get the tools") for i, p in enumerate(prompts)}
+    ev = evaluate(tiny, attack, HARMFUL, context=make_context(answers=answers), measure_kl=False)
+    out = ev.outcomes[0]
+    assert out.result.metadata["refusing_prefills"] == 2
+    assert all(out.refused[1::2])  # the refusing prefills, whatever the model wrote after them
+    from drtk.judges import is_refusal
+
+    assert list(out.refused[0::2]) == [is_refusal(c) for c in out.result.completions[0::2]]
+    assert out.asr.k == sum(not r for r in out.refused)
+
+
+def test_prefill_answers_fall_back_to_ablation_for_missing_prompts(tiny, direction, make_context):
+    attack = parse_attack_spec("prefill:k=3:source=answers", sweep=False)[0]
+    prompts = list(HARMFUL.prompts)
+    ctx = make_context(direction, answers={prompts[0]: "Step one: get the tools"})
+    res = attack.run(tiny, prompts, context=ctx)
+    assert res.prefills[0] == "Ste" and all(res.prefills[1:])
+    with pytest.raises(DataError, match="no answer for any"):
+        attack.run(tiny, prompts[1:], context=make_context(direction, answers={prompts[0]: "x"}))

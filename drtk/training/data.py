@@ -12,7 +12,8 @@ Labels are ``-100`` everywhere except the response tokens (and the end-of-turn t
 response).
 
 On-policy sources (nothing to download): :func:`build_training_set` generates helpful answers with the
-model itself before training, uses the model's own refusals where it refuses (else a seeded choice from
+model itself before training (benign prompts it refuses are answered again with its refusal direction
+ablated, when a direction is given, so over-refusal is unlearned rather than kept), uses the model's own refusals where it refuses (else a seeded choice from
 the shipped refusal texts), and takes harmful prefixes from the model's own answers -- generated while
 its refusal direction is ablated when a direction is given, or as it is when it is still unaligned -- or
 from a user's column (``harmful_answers=``).
@@ -242,7 +243,8 @@ def build_training_set(
         model: the model before training (a :class:`~drtk.models.ChatModel`).
         harmful: prompts to refuse. harmless, borderline: prompts to keep answering.
         config: a :class:`DataConfig`.
-        direction: the refusal direction, for ``prefix_source="ablated"`` recovery prefixes.
+        direction: the refusal direction, for ``prefix_source="ablated"`` recovery prefixes and for answering
+            the benign prompts the model refuses (it answers them itself with the direction ablated).
         harmful_answers: harmful answers from a user's dataset, one per harmful prompt (recovery prefixes
             are cut from these instead of generated).
 
@@ -266,6 +268,15 @@ def build_training_set(
     for kind, prompts in (("helpful", harmless), ("borderline", borderline)):
         if prompts:
             answers, complete = _generate(model, prompts, cfg)
+            refused = [i for i, a in enumerate(answers) if not a or is_refusal(a)]
+            if refused and direction is not None:
+                # A benign prompt the model refuses is over-refusal to unlearn: with the refusal direction
+                # ablated the model answers it itself, and that answer becomes the target.
+                with ablation(model, direction):
+                    again, done = _generate(model, [prompts[i] for i in refused], cfg)
+                for i, a, c in zip(refused, again, done):
+                    answers[i], complete[i] = a, c
+                logger.info("%s: %d refused prompts answered again with the direction ablated", kind, len(refused))
             # an empty answer teaches nothing; the model's own refusal of a benign prompt teaches over-refusal
             keep = [i for i, a in enumerate(answers) if a and not is_refusal(a)]
             if len(keep) < len(prompts):

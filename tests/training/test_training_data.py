@@ -115,3 +115,21 @@ def test_config_round_trip():
     cfg = TrainConfig.for_method("deeprefusal", steps=7, lora_targets=("q_proj",))
     assert cfg.data.recovery and cfg.schedule is not None
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_refused_benign_prompts_are_answered_again_under_ablation(model, monkeypatch):
+    """With a direction, a benign prompt the model refuses gets the answer the model gives with the
+    direction ablated (here: a stub generator that refuses unless an ablation hook is active)."""
+    import drtk.training.data as data_mod
+
+    def fake_generate(m, prompts, cfg):
+        ablated = bool(m.bridge.hook_dict and any(h.fwd_hooks for h in m.bridge.hook_dict.values()))
+        return [("Sure: " + p) if ablated else "I'm sorry, I can't." for p in prompts], [True] * len(prompts)
+
+    monkeypatch.setattr(data_mod, "_generate", fake_generate)
+    d = torch.randn(model.d_model)
+    with_dir = build_training_set(model, harmful=["harm"], harmless=["hello"], borderline=["kill a process"],
+                                  direction=d).counts()
+    assert with_dir["helpful"] == 1 and with_dir["borderline"] == 1
+    with pytest.raises(DataError, match="no benign"):  # without a direction the refusals are dropped
+        build_training_set(model, harmful=["harm"], harmless=["hello"], borderline=["kill a process"])

@@ -149,10 +149,11 @@ class TrainConfig:
             overrides.setdefault("schedule", AblationSchedule.paper(0.5))
         if method == "adaptive":
             # The paper's probabilistic ablation on half the steps, full ablation (what an attacker does
-            # at inference) on the other half; the direction tracks the model being trained, with
-            # per-layer directions on half the steps; recovery prefixes from 5 to 40 tokens.
-            overrides.setdefault("schedule", replace(AblationSchedule.paper(0.5), mode="gated", attack_fraction=0.5))
-            overrides.setdefault("direction_refresh_every", 8)
+            # at inference) on the other half, over every position; the direction tracks the model being
+            # trained, with per-layer directions on half the steps; recovery prefixes from 5 to 40 tokens.
+            overrides.setdefault("schedule", replace(AblationSchedule.paper(0.5), mode="gated", attack_fraction=0.5,
+                                                     region="all"))
+            overrides.setdefault("direction_refresh_every", 4)
             overrides.setdefault("direction_ema", 0.5)
             overrides.setdefault("direction_per_layer_fraction", 0.5)
             if data.recovery_tokens == DataConfig().recovery_tokens:

@@ -59,7 +59,8 @@ SIZES = {
     # "smoke" exercises every stage in seconds on the tiny test model; it measures nothing.
     "smoke": DemoSize(name="smoke", aligned_steps=2, train_steps=2, n_harmful=4, n_harmless=4, n_borderline=2,
                       eval_limit=3, max_new_tokens=8, n_fit=6, n_val=3, top_k=2, prefill_k=(2,), actadd_coeff=(1.0,),
-                      gcg="gcg:steps=1:candidates=4:suffix_tokens=2:universal=true:batch_size=4", lora_lambdas=(0.5,), templates=("grandmother",)),
+                      gcg="gcg:steps=1:candidates=4:suffix_tokens=2:universal=true:batch_size=4", lora_lambdas=(0.5,),
+                      templates=("grandmother",)),
     "quick": DemoSize(name="quick", aligned_steps=100, train_steps=60, n_harmful=104, n_harmless=100, n_borderline=88,
                       eval_limit=24, max_new_tokens=64, n_fit=48, n_val=16, top_k=6, prefill_k=(5, 20), actadd_coeff=(1.0,),
                       gcg="gcg:steps=2:candidates=16:suffix_tokens=8:universal=true", lora_lambdas=(0.5,),

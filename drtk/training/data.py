@@ -14,9 +14,9 @@ response).
 On-policy sources (nothing to download): :func:`build_training_set` generates helpful answers with the
 model itself before training (benign prompts it refuses are answered again with its refusal direction
 ablated, when a direction is given, so over-refusal is unlearned rather than kept), uses the model's own
-refusals where it refuses (else a seeded choice from the shipped refusal texts), and takes harmful prefixes from the model's own answers -- generated while
-its refusal direction is ablated when a direction is given, or as it is when it is still unaligned -- or
-from a user's column (``harmful_answers=``).
+refusals where it refuses (else a seeded choice from the shipped refusal texts), and takes harmful
+prefixes from the model's own answers -- generated while its refusal direction is ablated when a direction
+is given, or as it is when it is still unaligned -- or from a user's column (``harmful_answers=``).
 """
 
 import logging

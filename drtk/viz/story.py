@@ -81,7 +81,7 @@ def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str 
     for col, (panel, lines) in enumerate(panels.items(), start=1):
         for i, (label, proj) in enumerate(lines.items()):
             p = proj.float().numpy()
-            mean, std = p.mean(0), p.std(0)
+            mean, std = np.nanmean(p, 0), np.nanstd(p, 0)  # rows may end early (NaN past their end)
             x = np.arange(p.shape[1])
             color = palette[i % len(palette)]
             fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),

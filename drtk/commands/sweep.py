@@ -11,6 +11,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--p", default="0,0.3,0.5,0.7,1.0", help="comma-separated ablation probabilities")
     p.add_argument("--recovery", choices=("both", "with", "without"), default="both")
     p.add_argument("--size", choices=("quick", "full"), default="quick")
+    p.add_argument("--steps", type=int, default=None, help="training steps per configuration (default: the size's)")
+    p.add_argument("--limit", type=int, default=None, help="evaluation prompts per set (default: the size's)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=run)
@@ -22,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     rec = {"both": (True, False), "with": (True,), "without": (False,)}[args.recovery]
     table = run_sweep(args.out, aligned=args.aligned, direction=args.direction,
-                      probabilities=[float(x) for x in args.p.split(",")], recovery=rec, size=args.size, device=args.device)
+                      probabilities=[float(x) for x in args.p.split(",")], recovery=rec, size=args.size, device=args.device,
+                      steps=args.steps, limit=args.limit)
     save_figure(tradeoff_figure(table), args.out / "figures", "tradeoff")
     print(table.to_string(index=False))
     return 0

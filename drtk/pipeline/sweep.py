@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from drtk.errors import ConfigError
 from drtk.pipeline.demo import DemoSize, _cli
 from drtk.pipeline.stages import StageRunner
 
@@ -32,9 +33,17 @@ def _train_config(p: float, recovery: bool, steps: int) -> dict[str, Any]:
 
 
 def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilities: Sequence[float] = (0.0, 0.3, 0.5, 0.7, 1.0),
-              recovery: Sequence[bool] = (True, False), size: str = "quick", device: "str | None" = None) -> pd.DataFrame:
-    """Train and evaluate every (p, recovery) configuration; returns the summary table."""
+              recovery: Sequence[bool] = (True, False), size: str = "quick", device: "str | None" = None, steps: "int | None" = None,
+              limit: "int | None" = None) -> pd.DataFrame:
+    """Train and evaluate every (p, recovery) configuration; returns the summary table.
+
+    ``steps`` and ``limit`` override the size's training steps and evaluation prompts per set.
+    """
     sz = DemoSize.named(size)
+    steps = sz.train_steps if steps is None else steps
+    limit = sz.eval_limit if limit is None else limit
+    if steps < 1 or limit < 1:
+        raise ConfigError(f"sweep steps and limit must be >= 1, got steps={steps}, limit={limit}")
     out = Path(out_dir)
     runner = StageRunner(out)
     dev = ["--device", device] if device else []
@@ -42,7 +51,7 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
     for rec in recovery:
         for p in probabilities:
             name = f"p{p:g}-{'recovery' if rec else 'norecovery'}"
-            cfg = _train_config(p, rec, sz.train_steps)
+            cfg = _train_config(p, rec, steps)
 
             def train(folder: Path, cfg: dict = cfg) -> dict:
                 (folder / "config.in.json").write_text(json.dumps(cfg))
@@ -55,11 +64,11 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
 
             def evaluate(folder: Path, name: str = name) -> dict:
                 _cli(["eval", "--model", str(out / f"train-{name}" / "model"), "--reference", aligned, "--direction",
-                      direction, "--attacks", SWEEP_ATTACKS, "--limit", str(sz.eval_limit), "--max-new-tokens",
+                      direction, "--attacks", SWEEP_ATTACKS, "--limit", str(limit), "--max-new-tokens",
                       str(sz.max_new_tokens), "--out", str(folder), *dev])
                 return json.loads((folder / "results.json").read_text())
 
-            res = runner.run(f"eval-{name}", evaluate, config={"attacks": SWEEP_ATTACKS}, after=[f"train-{name}"])
+            res = runner.run(f"eval-{name}", evaluate, config={"attacks": SWEEP_ATTACKS, "limit": limit}, after=[f"train-{name}"])
             row = {"p": p, "recovery": rec}
             for label, a in res["attacks"].items():
                 row[f"asr:{label}"] = a["asr"]

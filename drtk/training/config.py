@@ -138,13 +138,14 @@ class TrainConfig:
 
     @classmethod
     def for_method(cls, method: str, **overrides: Any) -> "TrainConfig":
-        """The method's defaults (recovery data for ``recovery``/``deeprefusal``; the paper's schedule
-        with p = 0.5 for ``deeprefusal``), then ``overrides``."""
+        """The method's defaults (recovery data for every method but ``refusal``; the paper's schedule
+        with p = 0.5 for ``deeprefusal``), then ``overrides``. A ``data`` override is taken as given, so
+        ``data=DataConfig(recovery=False)`` turns recovery examples off (the paper's ablation)."""
         if method not in METHODS:
             raise ConfigError(f"TrainConfig.method must be one of {METHODS}, got {method!r}")
-        data = overrides.pop("data", DataConfig())
-        if method != "refusal" and not data.recovery:
-            data = replace(data, recovery=True)
+        data = overrides.pop("data", None)
+        if data is None:
+            data = DataConfig(recovery=method != "refusal")
         if method == "deeprefusal":
             overrides.setdefault("schedule", AblationSchedule.paper(0.5))
         if method == "adaptive":

@@ -133,3 +133,10 @@ def test_refused_benign_prompts_are_answered_again_under_ablation(model, monkeyp
     assert with_dir["helpful"] == 1 and with_dir["borderline"] == 1
     with pytest.raises(DataError, match="no benign"):  # without a direction the refusals are dropped
         build_training_set(model, harmful=["harm"], harmless=["hello"], borderline=["kill a process"])
+
+
+def test_method_defaults_turn_recovery_on_but_an_explicit_data_config_wins():
+    assert TrainConfig.for_method("deeprefusal").data.recovery and TrainConfig.for_method("recovery").data.recovery
+    assert not TrainConfig.for_method("refusal").data.recovery
+    off = TrainConfig.for_method("deeprefusal", data=DataConfig(recovery=False))
+    assert not off.data.recovery  # the paper's without-recovery ablation

@@ -5,11 +5,13 @@
 ids, so the optimised suffix is exactly what the model sees.
 """
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+from transformers import DynamicCache
 
 from drtk.attacks.base import left_pad
 
@@ -64,5 +66,38 @@ def target_loss(
     logits = model.hf(attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=t + 1, **kwargs).logits
     logits = logits[:, :-1].float()  # (batch, t, vocab): positions that predict the target tokens
     tgt = torch.tensor(list(target), device=model.device).expand(len(rows), t)
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").mean(-1)
+    return loss, (logits.argmax(-1) == tgt).all(-1)
+
+
+@torch.no_grad()
+def prefix_cache(model: Any, before: Sequence[int]) -> DynamicCache:
+    """Keys and values of the shared prompt start ``before`` (one row), for :func:`cached_target_loss`."""
+    ids = torch.tensor([list(before)], device=model.device)
+    cache = DynamicCache()
+    model.hf(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1], device=model.device)[None],
+             past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return cache
+
+
+@torch.no_grad()
+def cached_target_loss(model: Any, cache: DynamicCache, n_before: int, tails: Sequence[Sequence[int]],
+                       target: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """:func:`target_loss` for rows ``before + tail`` that share ``before`` (already in ``cache``) and whose
+    tails have one length: only the tails and the target go through the model, which makes candidate scoring
+    several times cheaper when the instruction is long and the suffix short."""
+    lengths = {len(t) for t in tails}
+    if len(lengths) != 1:
+        raise ValueError(f"cached_target_loss needs tails of one length, got lengths {sorted(lengths)}")
+    t = len(target)
+    ids = torch.tensor([list(r) + list(target) for r in tails], device=model.device)
+    b, n = ids.shape
+    batch_cache = copy.deepcopy(cache)  # the forward appends to the cache it is given
+    batch_cache.batch_repeat_interleave(b)
+    mask = torch.ones(b, n_before + n, dtype=torch.long, device=model.device)
+    pos = torch.arange(n_before, n_before + n, device=model.device).expand(b, n)
+    logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=batch_cache, use_cache=True,
+                      logits_to_keep=t + 1).logits[:, :-1].float()
+    tgt = torch.tensor(list(target), device=model.device).expand(b, t)
     loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").mean(-1)
     return loss, (logits.argmax(-1) == tgt).all(-1)

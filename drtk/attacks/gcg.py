@@ -4,7 +4,13 @@ Each step: (1) the gradient of the target loss with respect to a one-hot encodin
 (via the embedding matrix) ranks, per position, the ``top_k`` tokens most likely to lower the loss;
 (2) ``candidates`` single-token swaps are drawn from those (with the passed generator) and scored
 exactly in batches; (3) the best swap is kept. The target is an answer opening such as "Sure, here is".
-The search stops early when greedy decoding emits the target for every prompt of the group.
+The search stops early when greedy decoding emits the target for every prompt of the group, or (with
+``check_every``) when a short greedy completion of every prompt of the group holds no refusal phrase: an
+answer that opens "Sure, here are" or "To do that, ..." is as much a success as the exact target. The
+final verdict is still the evaluation judge's, on the full-length completion.
+
+With one prompt per group, the instruction's keys and values are computed once per step and only the
+suffix, the template's tail and the target go through the model for each candidate.
 
 Budget: ``steps x candidates`` scored suffixes per group (one group per prompt, or one for all prompts
 with ``universal=True``, which is far cheaper on a CPU). Candidates whose text does not tokenise back to
@@ -12,14 +18,17 @@ the same ids are skipped, so a found suffix also works when pasted as text.
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
-from drtk.attacks._suffix import build_task, init_suffix, target_loss
-from drtk.attacks.base import Attack, AttackContext, AttackInputs, register_attack
+from drtk.attacks._suffix import build_task, cached_target_loss, init_suffix, prefix_cache, target_loss
+from drtk.attacks.base import Attack, AttackContext, AttackInputs, left_pad, register_attack
 from drtk.errors import ConfigError
+from drtk.generation import GenerationConfig, generate_ids
+from drtk.judges import is_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +45,8 @@ class GCG(Attack):
     position from the gradient. suffix_tokens: suffix length. target: the answer opening to elicit.
     universal: one suffix for all prompts (else one per prompt). batch_size: rows per scoring forward.
     init: text repeated to initialise the suffix. seed: used when the context has no generator.
+    check_every: every this many steps, decode ``check_tokens`` greedy tokens with the best suffix and stop
+    when none holds a refusal phrase (0: stop only on the exact target).
     """
 
     name = "gcg"
@@ -48,11 +59,15 @@ class GCG(Attack):
     batch_size: int = 64
     init: str = " !"
     seed: int = 0
+    check_every: int = 0
+    check_tokens: int = 32
 
     def __post_init__(self) -> None:
-        for f in ("steps", "candidates", "top_k", "suffix_tokens", "batch_size"):
+        for f in ("steps", "candidates", "top_k", "suffix_tokens", "batch_size", "check_tokens"):
             if getattr(self, f) < 1:
                 raise ConfigError(f"gcg {f} must be >= 1, got {getattr(self, f)}")
+        if self.check_every < 0:
+            raise ConfigError(f"gcg check_every must be >= 0 (0: off), got {self.check_every}")
         if not self.target:
             raise ConfigError("gcg target must be a non-empty string, e.g. 'Sure, here is'")
 
@@ -67,12 +82,21 @@ class GCG(Attack):
 
     @torch.no_grad()
     def _scores_nograd(self, model: Any, task: Any, group: list[int], suffixes: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [task.before[g] + tuple(s) + task.after for s in suffixes for g in group]
         losses, exact = [], []
-        for i in range(0, len(rows), self.batch_size):
-            loss, ok = target_loss(model, rows[i : i + self.batch_size], task.target)
-            losses.append(loss)
-            exact.append(ok)
+        if len(group) == 1 and len({len(s) for s in suffixes}) == 1:  # one prompt: its start is computed once
+            before = task.before[group[0]]
+            cache = prefix_cache(model, before)
+            tails = [tuple(s) + task.after for s in suffixes]
+            for i in range(0, len(tails), self.batch_size):
+                loss, ok = cached_target_loss(model, cache, len(before), tails[i : i + self.batch_size], task.target)
+                losses.append(loss)
+                exact.append(ok)
+        else:
+            rows = [task.before[g] + tuple(s) + task.after for s in suffixes for g in group]
+            for i in range(0, len(rows), self.batch_size):
+                loss, ok = target_loss(model, rows[i : i + self.batch_size], task.target)
+                losses.append(loss)
+                exact.append(ok)
         shape = (len(suffixes), len(group))
         return torch.cat(losses).view(shape).mean(-1), torch.cat(exact).view(shape).all(-1)
 
@@ -113,7 +137,18 @@ class GCG(Attack):
             best["steps"] = step + 1
             if float(losses[i]) < best["loss"] or bool(ok[i]):
                 best.update(suffix=suffix, loss=float(losses[i]), success=bool(ok[i]))
+            if self.check_every and not best["success"] and (step + 1) % self.check_every == 0:
+                best["success"] = best["complied"] = self._complies(model, task, group, best["suffix"])
         return best
+
+    @torch.no_grad()
+    def _complies(self, model: Any, task: Any, group: list[int], suffix: list[int]) -> bool:
+        """Whether a short greedy completion of every prompt of the group is free of refusal phrases."""
+        ids, mask = left_pad([task.before[g] + tuple(suffix) + task.after for g in group], model.tokenizer.pad_token_id,
+                             model.device)
+        new = generate_ids(model, ids, mask, GenerationConfig(max_new_tokens=self.check_tokens, batch_size=len(group)))
+        texts = model.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return not any(is_refusal(t) for t in texts)
 
     def prepare(self, model: Any, prompts: Sequence[str], context: AttackContext) -> AttackInputs:
         task = build_task(model, prompts, self.target)
@@ -121,8 +156,12 @@ class GCG(Attack):
         groups = [list(range(len(prompts)))] if self.universal else [[i] for i in range(len(prompts))]
         suffixes: list[list[int]] = [[] for _ in prompts]
         found = []
-        for group in groups:
+        for i, group in enumerate(groups):
+            t0 = time.perf_counter()
             res = self._optimise(model, task, group, gen)
+            logger.info("gcg group %d/%d: %s after %d steps, %d suffixes scored, loss %.3f, %.0fs", i + 1,
+                        len(groups), "success" if res["success"] else "no success", res["steps"], res["scored"],
+                        res["loss"], time.perf_counter() - t0)
             found.append({k: v for k, v in res.items() if k != "suffix"} | {"text": model.tokenizer.decode(res["suffix"])})
             for g in group:
                 suffixes[g] = res["suffix"]

@@ -89,6 +89,36 @@ def test_gcg_respects_budget_and_seed(make_context, tiny):
     assert len(ru.metadata["groups"]) == 1 and len(set(ru.inputs)) == 1
 
 
+def test_gcg_cached_scoring_equals_full_forward(tiny):
+    from drtk.attacks._suffix import build_task, cached_target_loss, prefix_cache, target_loss
+
+    task = build_task(tiny, PROMPTS[2:], "Sure, here is")
+    gen = torch.Generator().manual_seed(0)
+    suffixes = [torch.randint(3, 200, (4,), generator=gen).tolist() for _ in range(5)]
+    full, full_ok = target_loss(tiny, [task.before[0] + tuple(s) + task.after for s in suffixes], task.target)
+    cached, ok = cached_target_loss(tiny, prefix_cache(tiny, task.before[0]), len(task.before[0]),
+                                    [tuple(s) + task.after for s in suffixes], task.target)
+    torch.testing.assert_close(cached, full.detach(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(ok, full_ok)
+    with pytest.raises(ValueError, match="one length"):
+        cached_target_loss(tiny, prefix_cache(tiny, task.before[0]), len(task.before[0]), [(1, 2), (1,)], task.target)
+
+
+def test_gcg_compliance_check_stops_early(make_context, tiny, monkeypatch):
+    # the tiny model never writes a refusal phrase: the first check ends the search
+    attack = get_attack("gcg", steps=6, candidates=4, top_k=4, suffix_tokens=3, check_every=2, check_tokens=4,
+                        target="zzzzzzzzzzzz")
+    r = attack.run(tiny, PROMPTS[:1], context=make_context())
+    g = r.metadata["groups"][0]
+    assert g["success"] and g["complied"] and g["steps"] == 2
+    # and a model that always refuses is searched to the end of the budget
+    monkeypatch.setattr("drtk.attacks.gcg.is_refusal", lambda text: True)
+    g = attack.run(tiny, PROMPTS[:1], context=make_context()).metadata["groups"][0]
+    assert not g["success"] and g["steps"] == 6
+    with pytest.raises(ConfigError, match="check_every"):
+        get_attack("gcg", check_every=-1)
+
+
 def test_gcg_lowers_target_loss(make_context, tiny):
     r = get_attack("gcg", steps=6, candidates=16, top_k=16, suffix_tokens=4).run(tiny, PROMPTS[:1], context=make_context())
     from drtk.attacks._suffix import build_task, init_suffix, target_loss

@@ -61,21 +61,23 @@ SIZES = {
                       eval_limit=3, max_new_tokens=8, n_fit=6, n_val=3, top_k=2, prefill_k=(2,), actadd_coeff=(1.0,),
                       gcg="gcg:steps=1:candidates=4:suffix_tokens=2:universal=true:batch_size=4", lora_lambdas=(0.5,),
                       templates=("grandmother",)),
-    "quick": DemoSize(name="quick", aligned_steps=100, train_steps=60, n_harmful=104, n_harmless=100, n_borderline=88,
-                      eval_limit=24, max_new_tokens=64, n_fit=48, n_val=16, top_k=6, prefill_k=(5, 20), actadd_coeff=(1.0,),
-                      gcg="gcg:steps=2:candidates=16:suffix_tokens=8:universal=true", lora_lambdas=(0.5,),
-                      templates=("grandmother", "translation", "refusal_suppression")),
-    "full": DemoSize(name="full", aligned_steps=100, train_steps=96, n_harmful=104, n_harmless=100, n_borderline=88, eval_limit=48,
-                     max_new_tokens=64, n_fit=96, n_val=32, top_k=12, prefill_k=(5, 10, 20, 40),
-                     actadd_coeff=(0.5, 1.0, 2.0), gcg="gcg:steps=4:candidates=32:suffix_tokens=12:universal=true",
-                     lora_lambdas=(0.25, 0.5, 0.75)),
+    # "quick" is a preview: the same stages on fewer steps and prompts (its numbers are rough).
+    "quick": DemoSize(name="quick", aligned_steps=60, train_steps=30, n_harmful=104, n_harmless=100, n_borderline=88,
+                      eval_limit=12, max_new_tokens=64, n_fit=32, n_val=12, top_k=4, prefill_k=(20,), actadd_coeff=(1.0,),
+                      gcg="gcg:steps=1:candidates=16:suffix_tokens=8:universal=true", lora_lambdas=(0.5,),
+                      templates=("grandmother",)),
+    # "full" is the measured demo: 24 held-out prompts per attack, about 40 minutes on 2 CPU cores.
+    "full": DemoSize(name="full", aligned_steps=100, train_steps=60, n_harmful=104, n_harmless=100, n_borderline=88,
+                     eval_limit=24, max_new_tokens=64, n_fit=48, n_val=16, top_k=6, prefill_k=(5, 20), actadd_coeff=(1.0,),
+                     gcg="gcg:steps=2:candidates=16:suffix_tokens=8:universal=true", lora_lambdas=(0.5,),
+                     templates=("grandmother", "translation", "refusal_suppression")),
 }
 
 
 # Surface alignment of an unaligned model: full fine-tuning, equal group weights (the paper's 0.8 / 0.2 is for
-# fine-tuning a model that already refuses), the borderline train split three times over.
-SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--benign-weight", "0.5", "--harmful-weight", "0.5", "--borderline-repeat", "3"]
-ALIGNED_BORDERLINE = 40
+# fine-tuning a model that already refuses), the borderline train split (64 prompts) twice over.
+SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--benign-weight", "0.5", "--harmful-weight", "0.5", "--borderline-repeat", "2"]
+ALIGNED_BORDERLINE = 64
 # Both defences: full fine-tuning from the aligned model with equal group weights and every borderline prompt
 # twice over; each method keeps its own schedule (deeprefusal: the paper's p = 0.5 on response tokens;
 # adaptive: prompt and response tokens, fresh and per-layer directions, attacker steps).
@@ -102,7 +104,7 @@ def _battery(size: DemoSize, *, defended: bool, source: str) -> str:
     return ",".join(attacks)
 
 
-def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", size: str = "quick",
+def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", size: str = "full",
              device: "str | None" = None, defences: tuple[str, ...] = ("deeprefusal", "adaptive")) -> dict[str, Any]:
     """Run (or resume) the demo into ``out_dir``; returns the metrics written to ``metrics.json``."""
     sz = DemoSize.named(size)

@@ -20,7 +20,7 @@ def _fmt(a: dict[str, Any]) -> str:
     return f"{100 * a['asr']:.0f}% [{100 * a['ci_low']:.0f}–{100 * a['ci_high']:.0f}]"
 
 
-def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int) -> dict[str, Any]:
+def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int, prefill_k: int) -> dict[str, Any]:
     """Per-layer and per-token-depth projections, with and without the transferred-direction ablation."""
     from drtk.data import standard_splits
     from drtk.directions import Direction, collect_post_instruction, compute_candidates
@@ -33,7 +33,6 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
     harmful, harmless = standard_splits("harmful"), standard_splits("harmless")
     fit_h, fit_b = harmful["fit"].head(n).prompts, harmless["fit"].head(n).prompts
     test_h = harmful["test"].head(n).prompts
-    prefills = _prefills(out / "attack-aligned" / "completions.jsonl", k_label="prefill[k=20]")
     by_layer: dict[str, dict[str, torch.Tensor]] = {}
     by_depth: dict[str, dict[str, torch.Tensor]] = {}
     summary: dict[str, Any] = {}
@@ -57,8 +56,9 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
         by_layer[name] = {"harmful": clean, "harmful, transferred-direction ablation attack": attacked}
         summary[name] = {"projection_at_layer": float(clean[:, direction.layer].mean()),
                          "projection_at_layer_under_ablation": float(attacked[:, direction.layer].mean())}
-        if prefills:
-            by_depth[name] = {"harmful + 20 prefilled tokens": _depth_projection(model, prefills, unit_own[direction.layer],
+        responses = _prefilled_responses(out / f"attack-{name}" / "completions.jsonl", label=f"prefill[k={prefill_k}]", n=n)
+        if responses:
+            by_depth[name] = {f"harmful + {prefill_k} prefilled tokens": _depth_projection(model, responses, unit_own[direction.layer],
                                                                                   direction.layer)}
         if aligned_cands is None:
             aligned_cands = cands
@@ -76,27 +76,27 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
     return summary
 
 
-def _prefills(path: Path, *, k_label: str) -> list[str]:
+def _prefilled_responses(path: Path, *, label: str, n: int) -> list[tuple[str, str, str]]:
+    """(prompt, prefill, the model's own continuation) for the attack ``label``, from an attack stage's
+    ``completions.jsonl``: the projection figure reads the very responses that were judged."""
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r["prompt"] + "\u0000" + r["attack_input"] for r in rows if r.get("attack") == k_label and r.get("attack_input")]
+    picked = [(r["prompt"], r["attack_input"], r["completion"]) for r in rows
+              if r.get("attack") == label and r.get("attack_input")]
+    return picked[:n]
 
 
 @torch.no_grad()
-def _depth_projection(model: Any, pairs: list[str], r: torch.Tensor, layer: int, depth: int = 64) -> torch.Tensor:
-    """Projection onto ``r`` at ``layer`` along the response: the prefill, then the model's own greedy
-    continuation, up to ``depth`` tokens (NaN past a response's end; depths that fewer than half the
-    responses reach are cut)."""
-    from drtk.generation import GenerationConfig, generate
-
+def _depth_projection(model: Any, responses: list[tuple[str, str, str]], r: torch.Tensor, layer: int,
+                      depth: int = 64) -> torch.Tensor:
+    """Projection onto ``r`` at ``layer`` along each response (the prefill, then the model's continuation),
+    up to ``depth`` tokens (NaN past a response's end; depths that fewer than half the responses reach are
+    cut). One forward pass per response, no generation."""
     rows = []
-    for pair in pairs:
-        prompt, prefill = pair.split("\u0000", 1)
-        cont = generate(model, [prompt], prefills=[prefill], config=GenerationConfig(max_new_tokens=depth))[0]
+    for prompt, prefill, cont in responses:
         text = model.chat.format(prompt, prefill + cont)
         start = len(model.tokenizer(model.chat.format(prompt), add_special_tokens=False)["input_ids"])
-        batch = model.tokenize_texts([text])
         seen = {}
 
         def grab(x: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -104,7 +104,7 @@ def _depth_projection(model: Any, pairs: list[str], r: torch.Tensor, layer: int,
             return x
 
         with model.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", grab)]):
-            model.last_logits(batch)
+            model.last_logits(model.tokenize_texts([text]))
         proj = (seen["x"][0, start:] @ r.to(seen["x"])).cpu()
         row = torch.full((depth,), float("nan"))
         row[: min(depth, proj.shape[0])] = proj[:depth]
@@ -143,7 +143,9 @@ def write_report(out: Path, *, model: str, size: Any, defences: tuple[str, ...],
             if src.exists():
                 shutil.copy(src, fig_dir / f"aligned_{fig}.{ext}")
     models = {"aligned": str(out / "aligned" / "model")} | {m: str(out / m / "model") for m in defences}
-    projections = _projection_figures(out, models, fig_dir, n=min(getattr(size, "eval_limit", 24), 32))
+    ks = tuple(getattr(size, "prefill_k", (20,)))
+    projections = _projection_figures(out, models, fig_dir, n=min(getattr(size, "eval_limit", 24), 32),
+                                      prefill_k=20 if 20 in ks else max(ks))
 
     metrics: dict[str, Any] = {
         "model": model, "size": getattr(size, "name", str(size)), "judge": next(iter(evals.values()))["judge"],

@@ -56,6 +56,14 @@ def rate(outcomes: Sequence[bool]) -> Rate:
     return Rate(k, n, k / n if n else float("nan"), lo, hi)
 
 
+def pooled_over_refusal(results: "dict[str, Any]") -> "Rate | None":
+    """Over-refusal over every benign set of a ``results.json`` document together (e.g. harmless and
+    borderline), as one rate with its interval; None when the document has none."""
+    sets = (results.get("over_refusal") or {}).values()
+    k, n = sum(int(s["k"]) for s in sets), sum(int(s["n"]) for s in sets)
+    return None if n == 0 else Rate(k, n, k / n, *wilson_interval(k, n))
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs."""
     n = b + c

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from drtk.evaluation.stats import pooled_over_refusal
+
 logger = logging.getLogger(__name__)
 
 
@@ -117,7 +119,7 @@ def _depth_projection(model: Any, responses: list[tuple[str, str, str]], r: torc
 def write_report(out: Path, *, model: str, size: Any, defences: tuple[str, ...], timings: dict[str, float]) -> dict[str, Any]:
     """Assemble ``metrics.json``, ``report.md`` and ``figures/`` from the finished stages."""
     from drtk.viz import save_figure
-    from drtk.viz.story import asr_before_after, asr_vs_kl_models, asr_vs_prefill_models
+    from drtk.viz.story import asr_before_after, asr_vs_kl_models, asr_vs_over_refusal, asr_vs_prefill_models
 
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +133,7 @@ def write_report(out: Path, *, model: str, size: Any, defences: tuple[str, ...],
     save_figure(asr_before_after(evals), fig_dir, "asr_before_after")
     save_figure(asr_vs_prefill_models(evals), fig_dir, "asr_vs_prefill")
     save_figure(asr_vs_kl_models(evals), fig_dir, "asr_vs_kl")
+    save_figure(asr_vs_over_refusal(evals), fig_dir, "asr_vs_over_refusal")
     for stage in ("aligned", *defences):
         for fig in ("training_curves", "direction_drift", "schedule_heatmap", "schedule_over_steps"):
             for ext in ("html", "png", "svg"):
@@ -164,9 +167,8 @@ def _targets(evals: dict[str, Any], defences: tuple[str, ...]) -> list[tuple[str
         return None if a is None else a["asr"]
 
     def over(model: str) -> "float | None":
-        o = evals.get(model, {}).get("over_refusal", {})
-        n = sum(v["n"] for v in o.values())
-        return sum(v["rate"] * v["n"] for v in o.values()) / n if n else None
+        r = pooled_over_refusal(evals.get(model, {}))
+        return None if r is None else r.rate
 
     pct = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     rows: list[tuple[str, str, bool]] = []
@@ -234,7 +236,8 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...]) -> str:
         lines.append(f"- {n}: mean projection at the direction's layer {p['projection_at_layer']:.2f}, "
                      f"under the transferred-direction ablation attack {p['projection_at_layer_under_ablation']:.2f}")
     lines += ["", "## Figures", ""]
-    for fig in ("asr_before_after", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer", "projection_by_token_depth"):
+    for fig in ("asr_before_after", "asr_vs_over_refusal", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer",
+                "projection_by_token_depth"):
         lines.append(f"- `figures/{fig}.html`")
     lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | --- |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in m["stage_seconds"].items()]

@@ -7,6 +7,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from drtk.evaluation.stats import pooled_over_refusal
+
 _COLORS = {"baseline": "#7f7f7f", "aligned": "#d62728", "deeprefusal": "#1f77b4", "adaptive": "#2ca02c"}
 
 
@@ -67,6 +69,34 @@ def asr_vs_kl_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure:
                                  marker=dict(size=10, color=_color(name, i))))
     fig.update_layout(title="Attack success vs capability cost of the edit", xaxis=dict(title="KL(unattacked ‖ attacked)", type="log"),
                       yaxis=dict(title="attack success rate", range=[-0.05, 1.1]), width=900, height=520)
+    return fig
+
+
+TRADEOFF_ATTACKS = ("fresh-ablation[strength=1.0]", "per-layer-ablation[k=1]", "direction-ablation[strength=1.0]",
+                    "prefill[k=20]")
+
+
+def asr_vs_over_refusal(results: Mapping[str, Mapping[str, Any]], *, attacks: "tuple[str, ...]" = TRADEOFF_ATTACKS) -> go.Figure:
+    """The price of robustness: one point per model and attack, its success against the model's over-refusal
+    on all benign prompts (harmless and borderline pooled), both with 95% Wilson intervals. A good defence
+    sits bottom left; a model that resists attacks only by refusing everything sits bottom right."""
+    symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+    fig = go.Figure()
+    for i, (name, res) in enumerate(results.items()):
+        over = pooled_over_refusal(dict(res))
+        if over is None:
+            continue
+        for j, label in enumerate(a for a in attacks if a in res["attacks"]):
+            a = res["attacks"][label]
+            fig.add_trace(go.Scatter(
+                x=[over.rate], y=[a["asr"]], mode="markers", name=f"{name}: {label}", legendgroup=name,
+                marker=dict(size=12, color=_color(name, i), symbol=symbols[j % len(symbols)]),
+                error_x=dict(type="data", symmetric=False, array=[over.ci_high - over.rate], arrayminus=[over.rate - over.ci_low]),
+                error_y=dict(type="data", symmetric=False, array=[a["ci_high"] - a["asr"]], arrayminus=[a["asr"] - a["ci_low"]]),
+            ))
+    fig.update_layout(title="Attack success vs over-refusal (harmless + borderline), one point per model and attack",
+                      xaxis=dict(title="over-refusal on benign prompts", range=[-0.05, 1.05], tickformat=".0%"),
+                      yaxis=dict(title="attack success rate", range=[-0.05, 1.05], tickformat=".0%"), width=900, height=560)
     return fig
 
 

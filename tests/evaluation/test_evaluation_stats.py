@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from drtk.evaluation import mcnemar_exact, paired_comparison, rate, wilson_interval
+from drtk.evaluation import mcnemar_exact, paired_comparison, pooled_over_refusal, rate, wilson_interval
 
 Z = 1.959963984540054
 
@@ -40,3 +40,11 @@ def test_mcnemar_and_paired_difference():
     assert c.diff_low < 0.6 < c.diff_high and c.p_value == pytest.approx(2 / 64)
     with pytest.raises(ValueError):
         paired_comparison([True], [True, False])
+
+
+def test_pooled_over_refusal_counts_every_benign_prompt_once():
+    doc = {"over_refusal": {"harmless": {"k": 1, "n": 30, "rate": 1 / 30}, "borderline": {"k": 9, "n": 10, "rate": 0.9}}}
+    r = pooled_over_refusal(doc)
+    assert (r.k, r.n) == (10, 40) and r.rate == 0.25  # not the mean of the two rates (0.47)
+    assert (r.ci_low, r.ci_high) == wilson_interval(10, 40)
+    assert pooled_over_refusal({"over_refusal": {}}) is None and pooled_over_refusal({}) is None

@@ -17,3 +17,15 @@ def test_figures_from_results():
     assert isinstance(bars, go.Figure) and list(bars.data[0].x)[0] == "none"
     assert list(asr_vs_kl(res).data[0].x) == [0.05, 0.2]
     assert list(asr_vs_prefill(res).data[0].x) == [4, 16]
+
+
+def test_asr_vs_over_refusal_places_each_model_at_its_pooled_over_refusal():
+    from drtk.viz.story import asr_vs_over_refusal
+
+    def doc(asr, k):
+        return {"attacks": {"fresh-ablation[strength=1.0]": _row("fresh-ablation", asr), "none": _row("none", 0.0)},
+                "over_refusal": {"harmless": {"k": k, "n": 10}, "borderline": {"k": k, "n": 10}}}
+
+    fig = asr_vs_over_refusal({"aligned": doc(0.9, 1), "adaptive": doc(0.1, 8), "no-benign": {"attacks": {}}})
+    assert [t.name for t in fig.data] == ["aligned: fresh-ablation[strength=1.0]", "adaptive: fresh-ablation[strength=1.0]"]
+    assert [(t.x[0], t.y[0]) for t in fig.data] == [(0.1, 0.9), (0.8, 0.1)]

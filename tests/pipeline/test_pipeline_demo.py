@@ -17,7 +17,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| attack | aligned | deeprefusal | adaptive |" in report
     assert "## Targets" in report and "| adaptive: per-layer-ablation[k=1] ASR <= 20% |" in report
-    for fig in ("asr_before_after", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer", "projection_by_token_depth"):
+    for fig in ("asr_before_after", "asr_vs_over_refusal", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer",
+                "projection_by_token_depth"):
         assert (out / "figures" / f"{fig}.html").exists(), fig
     stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
     assert "report" in stages and "attack-adaptive" in stages

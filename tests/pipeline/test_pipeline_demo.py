@@ -40,7 +40,7 @@ def test_targets_say_plainly_what_is_met():
 
     def res(asr, over):
         return {"attacks": {k: {"asr": v} for k, v in asr.items()},
-                "over_refusal": {"harmless": {"rate": over, "n": 10}, "borderline": {"rate": over, "n": 10}}}
+                "over_refusal": {s: {"k": round(20 * over), "rate": over, "n": 20} for s in ("harmless", "borderline")}}
 
     evals = {"aligned": res({"none": 0.05, "prefill[k=20]": 0.9, "direction-ablation[strength=1.0]": 0.7}, 0.1),
              "deeprefusal": res({"prefill[k=20]": 0.05, "direction-ablation[strength=1.0]": 0.0,

@@ -64,10 +64,16 @@ def target_loss(
         soft = soft.to(base.dtype).expand(len(rows), -1, -1)
         kwargs = {"inputs_embeds": torch.cat([base[:, : end - soft.shape[1]], soft, base[:, end:]], dim=1)}
     logits = model.hf(attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=t + 1, **kwargs).logits
-    logits = logits[:, :-1].float()  # (batch, t, vocab): positions that predict the target tokens
-    tgt = torch.tensor(list(target), device=model.device).expand(len(rows), t)
-    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").mean(-1)
-    return loss, (logits.argmax(-1) == tgt).all(-1)
+    return _target_scores(logits, target)
+
+
+def _target_scores(logits: Tensor, target: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy of ``target`` and exact greedy match, from logits over the last ``len(target) + 1``
+    positions (the first ``len(target)`` of them predict the target tokens)."""
+    pred = logits[:, :-1].float()  # (batch, t, vocab)
+    tgt = torch.tensor(list(target), device=pred.device).expand(pred.shape[0], len(target))
+    loss = torch.nn.functional.cross_entropy(pred.transpose(1, 2), tgt, reduction="none").mean(-1)
+    return loss, (pred.argmax(-1) == tgt).all(-1)
 
 
 @torch.no_grad()
@@ -89,7 +95,6 @@ def cached_target_loss(model: Any, cache: DynamicCache, n_before: int, tails: Se
     lengths = {len(t) for t in tails}
     if len(lengths) != 1:
         raise ValueError(f"cached_target_loss needs tails of one length, got lengths {sorted(lengths)}")
-    t = len(target)
     ids = torch.tensor([list(r) + list(target) for r in tails], device=model.device)
     b, n = ids.shape
     batch_cache = copy.deepcopy(cache)  # the forward appends to the cache it is given
@@ -97,7 +102,5 @@ def cached_target_loss(model: Any, cache: DynamicCache, n_before: int, tails: Se
     mask = torch.ones(b, n_before + n, dtype=torch.long, device=model.device)
     pos = torch.arange(n_before, n_before + n, device=model.device).expand(b, n)
     logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=batch_cache, use_cache=True,
-                      logits_to_keep=t + 1).logits[:, :-1].float()
-    tgt = torch.tensor(list(target), device=model.device).expand(b, t)
-    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt, reduction="none").mean(-1)
-    return loss, (logits.argmax(-1) == tgt).all(-1)
+                      logits_to_keep=len(target) + 1).logits
+    return _target_scores(logits, target)

@@ -83,7 +83,7 @@ class GCG(Attack):
     @torch.no_grad()
     def _scores_nograd(self, model: Any, task: Any, group: list[int], suffixes: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         losses, exact = [], []
-        if len(group) == 1 and len({len(s) for s in suffixes}) == 1:  # one prompt: its start is computed once
+        if len(group) == 1:  # one prompt: its start is computed once (suffixes share one length)
             before = task.before[group[0]]
             cache = prefix_cache(model, before)
             tails = [tuple(s) + task.after for s in suffixes]

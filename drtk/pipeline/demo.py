@@ -151,11 +151,12 @@ def _prefill_answers(completions: Path) -> tuple[list[str], str]:
 
 
 def _train(folder: Path, model: str, method: str, sz: DemoSize, dev: list[str], extra: list[str]) -> dict:
-    steps = sz.aligned_steps if method == "refusal" else sz.train_steps
+    aligning = method == "refusal"
+    steps = sz.aligned_steps if aligning else sz.train_steps
+    n_borderline = min(ALIGNED_BORDERLINE, sz.n_borderline) if aligning else sz.n_borderline
     args = ["train", "--model", model, "--method", method, "--steps", str(steps), "--n-harmful",
-            str(sz.n_harmful), "--n-harmless", str(sz.n_harmless), "--n-borderline", str(sz.n_borderline),
-            "--out", str(folder), *dev, *extra]
-    args += [*SURFACE_ALIGNMENT, "--n-borderline", str(min(ALIGNED_BORDERLINE, sz.n_borderline))] if method == "refusal" else DEFENCE
+            str(sz.n_harmful), "--n-harmless", str(sz.n_harmless), "--n-borderline", str(n_borderline),
+            "--out", str(folder), *dev, *extra, *(SURFACE_ALIGNMENT if aligning else DEFENCE)]
     if (folder / "checkpoint").exists():
         args.append("--resume")
     _cli(args)

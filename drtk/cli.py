@@ -31,10 +31,11 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("drtk").setLevel(logging.DEBUG if args.verbose else logging.INFO)  # others: warnings only
     try:
         return int(args.func(args) or 0)
     except DrtkError as err:

@@ -57,6 +57,8 @@ def _next_token(logits: Tensor, cfg: GenerationConfig, generator: "torch.Generat
         keep = sorted_p.cumsum(-1) - sorted_p < cfg.top_p
         sorted_p = sorted_p * keep
         probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, a CUDA model
+        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

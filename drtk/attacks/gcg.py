@@ -120,8 +120,8 @@ class GCG(Attack):
                 grad, = torch.autograd.grad(loss.mean(), one_hot)  # (n, vocab)
             grad[:, banned] = float("inf")
             top = (-grad).topk(self.top_k, dim=-1).indices  # (n, top_k)
-            where = torch.randint(n, (self.candidates,), generator=gen)
-            which = torch.randint(self.top_k, (self.candidates,), generator=gen)
+            where = torch.randint(n, (self.candidates,), generator=gen, device=gen.device)
+            which = torch.randint(self.top_k, (self.candidates,), generator=gen, device=gen.device)
             cands = []
             for p, w in zip(where.tolist(), which.tolist()):
                 c = list(suffix)

@@ -11,7 +11,7 @@ from drtk.models import DEFAULT_MODEL
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, hub id or folder (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16 ... (default: fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 ... (default: fp32 on CPU, bf16 on CUDA; train: fp32)")
     p.add_argument("--chat-template", default=None, type=Path, help="a Jinja chat template file, for models without one")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a hub repository's own code to run")
 

@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.dtype is None:  # full-precision master weights; bf16 autocast still runs the matmuls on CUDA
+        args.dtype = "float32"
     model = load_model_from_args(args)
     harmful, harmless, borderline = (standard_splits(n, seed=0) for n in ("harmful", "harmless", "borderline"))
     meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}

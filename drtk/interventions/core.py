@@ -34,11 +34,20 @@ def project_out(
     Returns:
         A new tensor; ``acts`` is untouched. Idempotent, and the result is orthogonal to ``direction``.
     """
-    r = unit(direction).to(acts.dtype)
+    return project_out_unit(acts, unit(direction).to(acts.dtype), mask)
+
+
+def project_out_unit(
+    acts: Float[Tensor, "*batch d_model"],
+    r: Float[Tensor, "*dbatch d_model"],
+    mask: "Float[Tensor, '*batch'] | None" = None,
+) -> Float[Tensor, "*batch d_model"]:
+    """:func:`project_out` for a direction already of unit norm and in ``acts``' dtype (the hot path of
+    training-time ablation: three kernels)."""
     coeff = (acts * r).sum(dim=-1, keepdim=True)
     if mask is not None:
-        coeff = coeff * mask.to(acts.dtype).unsqueeze(-1)
-    return acts - coeff * r
+        coeff = coeff * (mask if mask.dtype == coeff.dtype else mask.to(coeff.dtype)).unsqueeze(-1)
+    return torch.addcmul(acts, coeff, r, value=-1)
 
 
 def project_out_subspace(

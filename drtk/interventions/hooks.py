@@ -19,7 +19,7 @@ from torch import Tensor
 
 from drtk._types import ABLATION_POINTS, Site, all_sites
 from drtk.errors import DirectionMismatchError, DrtkError
-from drtk.interventions.core import add_direction, project_out, project_out_subspace, unit
+from drtk.interventions.core import add_direction, project_out_subspace, project_out_unit, unit
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +90,17 @@ def ablation_hooks(
     for s in sites:
         model.check_site(s)
     k = bases.shape[1]
-    if k == 1:
-        units = unit(bases[:, 0])  # normalised once, not per call
+    units = unit(bases[:, 0]) if k == 1 else None  # normalised once, not per call
+    cast: dict[torch.dtype, Tensor] = {}  # the units in each activation dtype met, cast once
 
     def make(site: Site) -> HookFn:
         def hook(acts: Tensor, hook: Any) -> Tensor:
             mask = mask_fn(site, acts) if mask_fn is not None else None
-            if k == 1:
-                return project_out(acts, units[site.layer], mask)
-            return project_out_subspace(acts, bases[site.layer], mask)
+            if units is None:
+                return project_out_subspace(acts, bases[site.layer], mask)
+            if acts.dtype not in cast:
+                cast[acts.dtype] = units.to(acts.dtype)
+            return project_out_unit(acts, cast[acts.dtype][site.layer], mask)
 
         return hook
 

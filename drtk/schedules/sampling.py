@@ -72,6 +72,11 @@ class Masks:
     def for_site(self, site: Site) -> Float[Tensor, "batch pos"]:
         return self.weights[self.sites.index(site)]
 
+    def active_sites(self) -> list[Site]:
+        """The sites with at least one ablated cell (one host sync): hooking only these leaves the
+        others' activations, and their autograd graph, untouched."""
+        return [s for s, on in zip(self.sites, self.weights.flatten(1).any(1).tolist()) if on]
+
 
 def sample_masks(
     schedule: AblationSchedule,

@@ -49,7 +49,10 @@ class TrainConfig:
         direction_ema: weight of the old direction in the refresh.
         direction_per_layer_fraction: with a refresh, the share of steps that ablate each layer's own
             freshly extracted direction instead of the single one (what a per-layer attacker does).
-        padding_side: ``left`` or ``right`` (masks and losses are right either way).
+        padding_side: ``left``, ``right`` or ``auto`` (masks and losses are right either way). ``auto`` is
+            left, except under bf16 autocast: TransformerBridge casts the float32 attention mask to bf16,
+            where its large negative value becomes ``-inf``, so a left-padded row's leading pad queries see
+            no key and turn to NaN; ``auto`` pads right there, and an explicit ``left`` is refused.
         mixed_precision: ``auto`` (bf16 autocast on CUDA, none on CPU), ``bf16`` or ``no``.
         seed: data order and mask sampling.
         checkpoint_every: steps between checkpoints (None: only at the end).
@@ -79,7 +82,7 @@ class TrainConfig:
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
     direction_per_layer_fraction: float = 0.0
-    padding_side: str = "left"
+    padding_side: str = "auto"
     mixed_precision: str = "auto"
     seed: int = 0
     checkpoint_every: "int | None" = 50
@@ -129,8 +132,8 @@ class TrainConfig:
             raise bad("direction_per_layer_fraction", "needs direction_refresh_every (per-layer directions are re-extracted)")
         if not 0 <= self.direction_ema < 1:
             raise bad("direction_ema", f"must be in [0, 1), got {self.direction_ema}")
-        if self.padding_side not in ("left", "right"):
-            raise bad("padding_side", f"must be left or right, got {self.padding_side!r}")
+        if self.padding_side not in ("auto", "left", "right"):
+            raise bad("padding_side", f"must be auto, left or right, got {self.padding_side!r}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise bad("mixed_precision", f"must be auto, bf16 or no, got {self.mixed_precision!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:

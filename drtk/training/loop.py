@@ -144,6 +144,12 @@ class Trainer:
                 f"TrainConfig.batch_size ({config.batch_size}) must split evenly over {self.world} process(es) "
                 f"and micro_batch_size ({config.micro_batch_size}); pick batch_size = processes x micro x k"
             )
+        if self.autocast and config.padding_side == "left":
+            raise ConfigError("bf16 autocast with padding_side='left' gives NaN at the pad positions (the bridge's "
+                              "attention mask overflows to -inf in bf16); use padding_side 'auto' or 'right', or "
+                              "mixed_precision='no'")
+        side = config.padding_side
+        self.padding_side = ("right" if self.autocast else "left") if side == "auto" else side
         self.provider = self._provider(direction, refresh_prompts)
         self.sampler = None
         if config.schedule is not None:
@@ -194,6 +200,10 @@ class Trainer:
     def _setup_params(self) -> Any:
         cfg, hf = self.config, self.model.hf
         if not cfg.lora:
+            if next(hf.parameters()).dtype in (torch.float16, torch.bfloat16):
+                logger.warning("full fine-tuning of %s weights: AdamW updates smaller than the weights' precision are "
+                               "lost; load the model in float32 (mixed precision runs the forward in bf16)",
+                               next(hf.parameters()).dtype)
             hf.requires_grad_(True)
             return None
         from peft import LoraConfig, get_peft_model
@@ -229,11 +239,13 @@ class Trainer:
         return out
 
     # -- one step ----------------------------------------------------------------------------------
+    @property
+    def autocast(self) -> bool:
+        """Whether forward passes run under bf16 autocast (CUDA, ``mixed_precision`` auto or bf16)."""
+        return self.model.device.type == "cuda" and self.config.mixed_precision in ("auto", "bf16")
+
     def _autocast(self) -> Any:
-        mp = self.config.mixed_precision
-        if self.model.device.type == "cuda" and mp in ("auto", "bf16"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return torch.autocast(self.model.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
 
     def _micro_loss(self, batch: Any, norm: Tensor) -> tuple[Tensor, Tensor]:
         """The micro-batch's share of the step loss, and (sum loss per group, count per group)."""
@@ -278,12 +290,12 @@ class Trainer:
         self.model.hf.train()
         for j, chunk in enumerate(chunks):
             batch = collate([self.encoded[i] for i in chunk], pad_id=self.model.tokenizer.pad_token_id,
-                            padding_side=cfg.padding_side).to(self.model.device)
+                            padding_side=self.padding_side).to(self.model.device)
             hooks = []
             if self.sampler is not None:
                 masks = self.sampler.sample(batch.attention_mask, batch.response_start)
                 abl += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
-                hooks = ablation_hooks(self.model, direction, sites=self.sampler.sites, mask_fn=self.sampler.mask_fn)
+                hooks = ablation_hooks(self.model, direction, sites=masks.active_sites(), mask_fn=self.sampler.mask_fn)
             sync = nullcontext() if (j == len(chunks) - 1 or self.world == 1) else acc.no_sync(self.net)
             with sync, hook_scope(self.model, hooks):  # hooks stay on through backward()
                 loss, s = self._micro_loss(batch, norm)

@@ -13,6 +13,7 @@ _DIVERGING = "RdBu_r"
 
 
 def _cos(a: Tensor, b: Tensor) -> np.ndarray:
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
     a = a / a.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     b = b / b.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     return (a @ b.T).numpy()
@@ -88,7 +89,7 @@ def projection_by_layer(groups: Mapping[str, Tensor], *, title: str = "") -> go.
     fig = go.Figure()
     palette = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
     for i, (label, proj) in enumerate(groups.items()):
-        p = proj.float()
+        p = proj.detach().float().cpu()
         mean, std = p.mean(0).numpy(), p.std(0).numpy() if p.shape[0] > 1 else torch.zeros(p.shape[1]).numpy()
         x = np.arange(len(mean))
         color = palette[i % len(palette)]

@@ -110,7 +110,7 @@ def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str 
     palette = ["#d62728", "#ff9896", "#1f77b4", "#aec7e8", "#2ca02c", "#98df8a"]
     for col, (panel, lines) in enumerate(panels.items(), start=1):
         for i, (label, proj) in enumerate(lines.items()):
-            p = proj.float().numpy()
+            p = proj.detach().float().cpu().numpy()
             mean, std = np.nanmean(p, 0), np.nanstd(p, 0)  # rows may end early (NaN past their end)
             x = np.arange(p.shape[1])
             color = palette[i % len(palette)]

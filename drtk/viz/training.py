@@ -15,7 +15,7 @@ def schedule_heatmap(
 ) -> go.Figure:
     """Expected ablation probability of a region token at each (layer, token depth) at ``step``."""
     grid = schedule.probability_grid(step, n_layers, max_depth, direction_layer)
-    fig = go.Figure(go.Heatmap(z=grid.numpy(), x=list(range(max_depth)), y=list(range(n_layers)),
+    fig = go.Figure(go.Heatmap(z=grid.cpu().numpy(), x=list(range(max_depth)), y=list(range(n_layers)),
                                colorscale="Viridis", zmin=0, zmax=1, colorbar=dict(title="p(ablate)")))
     fig.update_layout(
         title=f"Ablation probability at step {step} (p_site={schedule.p_site}, p_token={schedule.p_token}, "
@@ -32,7 +32,7 @@ def schedule_over_steps(
     import torch
 
     z = torch.stack([schedule.site_probabilities(s, n_layers, direction_layer) for s in range(steps)], dim=1)
-    fig = go.Figure(go.Heatmap(z=z.numpy(), x=list(range(steps)), y=list(range(n_layers)), colorscale="Viridis",
+    fig = go.Figure(go.Heatmap(z=z.cpu().numpy(), x=list(range(steps)), y=list(range(n_layers)), colorscale="Viridis",
                                zmin=0, zmax=1, colorbar=dict(title="p_site")))
     fig.update_layout(title=f"Site gate probability over steps ({schedule.step_profile}, {schedule.layer_profile})",
                       xaxis_title="step", yaxis_title="layer")

@@ -2,13 +2,14 @@
 error paths, export."""
 
 import json
+import math
 
 import pytest
 import torch
 
 from drtk._types import Site
 from drtk.directions import Direction
-from drtk.errors import DirectionMismatchError, TrainingError
+from drtk.errors import ConfigError, DirectionMismatchError, TrainingError
 from drtk.interventions import ablation_hooks, hook_scope, project_out
 from drtk.models import load_model
 from drtk.schedules import AblationSchedule
@@ -194,3 +195,28 @@ def test_step_loss_matches_cross_entropy_over_all_logits(padding_side):
     if padding_side == "left":  # prompts end together: the cut really skips columns
         assert batch.labels[:, : batch.labels.shape[1] // 2].eq(-100).all()
     torch.testing.assert_close(loss, ce.mean(), rtol=1e-5, atol=1e-6)
+
+
+class _AutocastTrainer(Trainer):
+    """bf16 autocast on CPU: the CUDA default path, reproducible here."""
+
+    autocast = True
+
+
+def test_autocast_pads_right_and_stays_finite_where_left_padding_gives_nan():
+    from drtk.training.data import collate
+
+    data = TrainingSet(_data().examples + tuple(helpful_examples(["a much longer benign prompt " * 4], ["Sure."])))
+    assert Trainer(load_model("drtk-tiny-chat"), data, _cfg("refusal")).padding_side == "left"  # no autocast
+    model = load_model("drtk-tiny-chat")
+    trainer = _AutocastTrainer(model, data, _cfg("refusal"))
+    assert trainer.padding_side == "right"
+    assert math.isfinite(trainer.train_step()["loss"])
+    # the reason: under autocast, the leading pad queries of a left-padded row see no key
+    left = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id, padding_side="left")
+    with torch.no_grad(), trainer._autocast():
+        logits = model.hf(input_ids=left.input_ids, attention_mask=left.attention_mask,
+                          position_ids=left.position_ids).logits
+    assert not torch.isfinite(logits).all()
+    with pytest.raises(ConfigError, match="padding_side"):
+        _AutocastTrainer(load_model("drtk-tiny-chat"), data, _cfg("refusal", padding_side="left"))

@@ -39,6 +39,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--answers", default=None, type=Path,
                    help="harmful answers per prompt for `prefill:source=answers` (a file with prompt and answer columns, "
                         "or a `drtk eval` completions.jsonl: its complied no-attack answers)")
+    p.add_argument("--fit-prompts", type=int, default=64, help="prompts per side that adaptive attacks (fresh, "
+                   "per-layer, orthogonalize with a fresh direction) fit their directions on")
+    p.add_argument("--val-prompts", type=int, default=32, help="prompts per side that a fresh direction is selected on")
+    p.add_argument("--fresh-top-k", type=int, default=8, help="candidates a fresh direction's selection scores")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N prompts per set")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
@@ -87,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
 
         known += sets_from_metadata(direction.metadata)
     answers = load_answers(args.answers) if args.answers is not None else None
-    ctx = AttackContext(direction=direction, reference=reference, answers=answers,
+    from drtk.directions import SelectionConfig
+
+    ctx = AttackContext(direction=direction, reference=reference, answers=answers, n_fit=args.fit_prompts,
+                        n_val=args.val_prompts, selection=SelectionConfig(top_k=args.fresh_top_k),
                         generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
                         generator=torch.Generator(device=model.device).manual_seed(args.seed))
     ev = evaluate(model, attacks, harmful, harmless=harmless, borderline=borderline, reference=reference, context=ctx,

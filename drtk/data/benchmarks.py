@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from drtk._cache import cache_dir
 from drtk.errors import BenchmarkUnavailableError, unknown_name_error
 
 logger = logging.getLogger(__name__)
@@ -161,11 +162,6 @@ def get_benchmark(name: str) -> Benchmark:
         return BENCHMARKS[name]
     except KeyError:
         raise unknown_name_error("benchmark", name, list(BENCHMARKS)) from None
-
-
-def cache_dir() -> Path:
-    """Return drtk's cache folder: ``$DRTK_CACHE_DIR`` if set, else ``~/.cache/drtk`` (read at call time)."""
-    return Path(os.environ.get("DRTK_CACHE_DIR") or "~/.cache/drtk").expanduser()
 
 
 def benchmark_cache_path(name: str) -> Path:

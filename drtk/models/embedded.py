@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from drtk._cache import cache_dir
 from drtk.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -19,11 +20,6 @@ logger = logging.getLogger(__name__)
 EMBEDDED_NAME = "smollm2-135m-instruct"
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """drtk's cache directory: ``$DRTK_CACHE_DIR`` or ``~/.cache/drtk``."""
-    return Path(os.environ.get("DRTK_CACHE_DIR") or Path.home() / ".cache" / "drtk")
 
 
 def _gguf_path() -> Path:

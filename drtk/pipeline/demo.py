@@ -17,6 +17,7 @@ skips stages finished earlier, so an interrupted demo resumes where it stopped.
 
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class DemoSize:
     gcg: str
     lora_lambdas: tuple[float, ...]
     templates: "tuple[str, ...] | None" = None  # None: every shipped jailbreak template
+    attack_fit: tuple[int, int, int] = (64, 32, 8)  # adaptive attacks: fit and val prompts per side, candidates scored
 
     @classmethod
     def named(cls, name: str) -> "DemoSize":
@@ -60,12 +62,13 @@ SIZES = {
     "smoke": DemoSize(name="smoke", aligned_steps=2, train_steps=2, n_harmful=4, n_harmless=4, n_borderline=2,
                       eval_limit=3, max_new_tokens=8, n_fit=6, n_val=3, top_k=2, prefill_k=(2,), actadd_coeff=(1.0,),
                       gcg="gcg:steps=1:candidates=4:suffix_tokens=2:universal=true:batch_size=4", lora_lambdas=(0.5,),
-                      templates=("grandmother",)),
-    # "quick" is a preview: the same stages on fewer steps and prompts (its numbers are rough).
-    "quick": DemoSize(name="quick", aligned_steps=60, train_steps=30, n_harmful=104, n_harmless=100, n_borderline=88,
-                      eval_limit=12, max_new_tokens=64, n_fit=32, n_val=12, top_k=4, prefill_k=(20,), actadd_coeff=(1.0,),
+                      templates=("grandmother",), attack_fit=(8, 4, 2)),
+    # "quick" is a preview: the same stages on fewer steps and prompts (its numbers are rough), sized for about
+    # 15 minutes on 2 CPU cores.
+    "quick": DemoSize(name="quick", aligned_steps=32, train_steps=12, n_harmful=48, n_harmless=48, n_borderline=48,
+                      eval_limit=8, max_new_tokens=64, n_fit=32, n_val=12, top_k=4, prefill_k=(20,), actadd_coeff=(1.0,),
                       gcg="gcg:steps=1:candidates=16:suffix_tokens=8:universal=true", lora_lambdas=(0.5,),
-                      templates=("grandmother",)),
+                      templates=("grandmother",), attack_fit=(24, 12, 4)),
     # "full" is the measured demo: 24 held-out prompts per attack, about 40 minutes on 2 CPU cores.
     "full": DemoSize(name="full", aligned_steps=100, train_steps=60, n_harmful=104, n_harmless=100, n_borderline=88,
                      eval_limit=24, max_new_tokens=64, n_fit=48, n_val=16, top_k=6, prefill_k=(5, 20), actadd_coeff=(1.0,),
@@ -84,10 +87,12 @@ ALIGNED_BORDERLINE = 64
 DEFENCE = ["--full", "--lr", "3e-5", "--benign-weight", "0.5", "--harmful-weight", "0.5", "--borderline-repeat", "2"]
 
 
-def _cli(args: list[str]) -> None:
+def _cli(args: list[str], *, static_figures: bool = True) -> None:
     from drtk.cli import main
+    from drtk.viz import html_only
 
-    rc = main(args)
+    with nullcontext() if static_figures else html_only():
+        rc = main(args)
     if rc != 0:
         raise RuntimeError(f"`drtk {' '.join(args)}` failed with exit code {rc}")
 
@@ -170,6 +175,8 @@ def _directions(folder: Path, model: str, sz: DemoSize, dev: list[str]) -> dict:
 
 
 def _eval(folder: Path, model: str, sz: DemoSize, dev: list[str], *, attacks: str, extra: list[str]) -> dict:
+    fit, val, top_k = sz.attack_fit
     _cli(["eval", "--model", model, "--attacks", attacks, "--limit", str(sz.eval_limit), "--max-new-tokens",
-          str(sz.max_new_tokens), "--out", str(folder), *dev, *extra])
+          str(sz.max_new_tokens), "--fit-prompts", str(fit), "--val-prompts", str(val), "--fresh-top-k", str(top_k),
+          "--out", str(folder), *dev, *extra], static_figures=False)  # the report draws its own attack figures
     return {"results": str(folder / "results.json")}

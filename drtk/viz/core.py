@@ -3,19 +3,33 @@
 Plot functions elsewhere in :mod:`drtk.viz` return ``plotly.graph_objects.Figure`` and never show,
 save or compute metrics. :func:`save_figure` writes HTML always (plotly.js saved once per folder, so it
 opens offline), and PNG/SVG when a Chromium browser is
-available to kaleido (otherwise it logs why the static copies were skipped).
+available to kaleido (otherwise it logs why the static copies were skipped). Inside
+:func:`html_only`, only the HTML is written (static export starts a browser: seconds per figure).
 """
 
+import contextvars
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import plotly.graph_objects as go
 
 logger = logging.getLogger(__name__)
 
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+_STATIC = contextvars.ContextVar("drtk_static_figures", default=True)
+
+
+@contextmanager
+def html_only() -> Iterator[None]:
+    """Within the block, :func:`save_figure` writes HTML only (e.g. for intermediate figures of a pipeline)."""
+    token = _STATIC.set(False)
+    try:
+        yield
+    finally:
+        _STATIC.reset(token)
 
 
 def static_export_available() -> bool:
@@ -38,7 +52,7 @@ def save_figure(
         path = out / f"{name}.html"
         fig.write_html(str(path), include_plotlyjs="directory")
         written.append(path)
-    static = [f for f in formats if f in ("png", "svg")]
+    static = [f for f in formats if f in ("png", "svg")] if _STATIC.get() else []
     if static and static_export_available():
         for fmt in static:
             path = out / f"{name}.{fmt}"

@@ -29,3 +29,17 @@ def test_asr_vs_over_refusal_places_each_model_at_its_pooled_over_refusal():
     fig = asr_vs_over_refusal({"aligned": doc(0.9, 1), "adaptive": doc(0.1, 8), "no-benign": {"attacks": {}}})
     assert [t.name for t in fig.data] == ["aligned: fresh-ablation[strength=1.0]", "adaptive: fresh-ablation[strength=1.0]"]
     assert [(t.x[0], t.y[0]) for t in fig.data] == [(0.1, 0.9), (0.8, 0.1)]
+
+
+def test_html_only_skips_static_copies_and_restores_them(tmp_path, monkeypatch):
+    from drtk.viz import core
+
+    exported = []
+    monkeypatch.setattr(core, "static_export_available", lambda: True)
+    monkeypatch.setattr(go.Figure, "write_image", lambda self, path, **kw: exported.append(path))
+    fig = go.Figure(go.Bar(x=["a"], y=[1]))
+    with core.html_only():
+        written = core.save_figure(fig, tmp_path, "inside")
+    assert [p.name for p in written] == ["inside.html"] and not exported
+    written = core.save_figure(fig, tmp_path, "after")
+    assert [p.name for p in written] == ["after.html", "after.png", "after.svg"] and len(exported) == 2

@@ -46,7 +46,7 @@ def project_out_unit(
     training-time ablation: three kernels)."""
     coeff = (acts * r).sum(dim=-1, keepdim=True)
     if mask is not None:
-        coeff = coeff * (mask if mask.dtype == coeff.dtype else mask.to(coeff.dtype)).unsqueeze(-1)
+        coeff = coeff * mask.to(coeff.dtype).unsqueeze(-1)  # no copy when the dtype already matches
     return torch.addcmul(acts, coeff, r, value=-1)
 
 

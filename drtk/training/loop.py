@@ -200,10 +200,10 @@ class Trainer:
     def _setup_params(self) -> Any:
         cfg, hf = self.config, self.model.hf
         if not cfg.lora:
-            if next(hf.parameters()).dtype in (torch.float16, torch.bfloat16):
+            dtype = next(hf.parameters()).dtype
+            if dtype in (torch.float16, torch.bfloat16):
                 logger.warning("full fine-tuning of %s weights: AdamW updates smaller than the weights' precision are "
-                               "lost; load the model in float32 (mixed precision runs the forward in bf16)",
-                               next(hf.parameters()).dtype)
+                               "lost; load the model in float32 (mixed precision runs the forward in bf16)", dtype)
             hf.requires_grad_(True)
             return None
         from peft import LoraConfig, get_peft_model

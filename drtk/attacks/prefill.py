@@ -7,8 +7,8 @@ Where the harmful answer comes from (``source``):
   and no data needs;
 * ``reference``: the reference model's own answer (e.g. the unaligned base model);
 * ``answers``: a dataset column, ``AttackContext.answers[prompt]`` (``drtk eval --answers FILE``), e.g. an
-  unaligned model's answers, so every model under comparison gets the same prefills; prompts without one
-  fall back to ``ablation``;
+  unaligned model's answers, so every model under comparison gets the same prefills; prompts without one,
+  or whose given answer is a refusal, fall back to ``ablation``;
 * ``opener``: a fixed affirmative opener (``opener``, default the first of ``load_texts("openers")``);
   ``k`` is ignored.
 
@@ -26,6 +26,7 @@ from drtk.attacks.base import Attack, AttackContext, AttackInputs, register_atta
 from drtk.attacks.direction_ablation import ablated
 from drtk.errors import ConfigError, DataError
 from drtk.generation import GenerationConfig, generate
+from drtk.judges.keyword import is_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +43,20 @@ def harmful_answers(model: Any, prompts: Sequence[str], context: AttackContext, 
     """At least ``n_tokens`` tokens of a harmful answer per prompt (generated ones cached in the context).
 
     With ``source="answers"``, prompts without an answer in ``context.answers`` fall back to the
-    ``ablation`` source (logged), so one answer file can serve prompt sets it only partly covers.
+    ``ablation`` source (logged), so one answer file can serve prompt sets it only partly covers. A given
+    answer that is itself a refusal (keyword judge) is no harmful answer and falls back the same way.
     """
     if source == "answers":
-        given = context.answers or {}
-        missing = [p for p in prompts if not given.get(p)]
+        given = {p: a for p, a in (context.answers or {}).items() if a and not is_refusal(a)}
+        missing = [p for p in prompts if p not in given]
         if len(missing) == len(prompts):
-            raise DataError(f"prefill source 'answers' has no answer for any of the {len(prompts)} prompts, e.g. "
-                            f"{prompts[0]!r}; pass answers for these prompts (drtk eval --answers FILE)")
+            raise DataError(f"prefill source 'answers' has no harmful answer for any of the {len(prompts)} prompts, "
+                            f"e.g. {prompts[0]!r}; pass answers for these prompts (drtk eval --answers FILE)")
         if missing:
-            logger.info("prefill: %d of %d prompts have no given answer; generating those under ablation",
-                        len(missing), len(prompts))
+            logger.info("prefill: %d of %d prompts have no given answer or one that refuses; generating those "
+                        "under ablation", len(missing), len(prompts))
             made = dict(zip(missing, harmful_answers(model, missing, context, "ablation", n_tokens)))
-        return [given[p] if given.get(p) else made[p] for p in prompts]
+        return [given[p] if p in given else made[p] for p in prompts]
     key = ("prefill", source, id(model), tuple(prompts))
     have = context.cache.get(key)
     if have is None or have[0] < n_tokens:

@@ -23,6 +23,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--n-val", type=int, default=32, help="prompts per side for selection")
     p.add_argument("--n-test", type=int, default=64, help="held-out prompts per side for the separation check")
     p.add_argument("--top-k", type=int, default=24, help="candidates scored fully (0 = all)")
+    p.add_argument("--verify-top", type=int, default=4,
+                   help="re-rank this many lowest-bypass candidates by refusals in generated completions (0 = off)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.set_defaults(func=run)
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     for name, sets in (("harmful", harmful), ("harmless", harmless)):
         for split in ("fit", "val", "test"):
             sets[split].require_nonempty(f"the {name} {split} split")
-    cfg = SelectionConfig(top_k=args.top_k or None, batch_size=args.batch_size)
+    cfg = SelectionConfig(top_k=args.top_k or None, batch_size=args.batch_size, verify_top=args.verify_top)
     logger.info("finding directions on %s (%d fit / %d val prompts per side)", model.model_id,
                 min(args.n_fit, len(harmful["fit"])), min(args.n_val, len(harmful["val"])))
     result = find_direction(model, harmful["fit"].head(args.n_fit), harmless["fit"].head(args.n_fit),
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "model_id": model.model_id, "layer": d.layer, "position": d.position, "site": d.site,
         "bypass": d.metadata["bypass"], "induce": d.metadata["induce"], "kl": d.metadata["kl"],
-        "refusal_tokens": d.metadata["refusal_tokens"], "refusal_rate_val": d.metadata["refusal_rate_val"],
+        "verified_refusal": d.metadata["verified_refusal"], "refusal_tokens": d.metadata["refusal_tokens"],
+        "refusal_rate_val": d.metadata["refusal_rate_val"],
         "test_auroc": test_auroc, "test_auroc_by_layer": auroc_by_layer(ph, pb), "seconds": time.time() - t0,
     }
     write_json(out / "summary.json", summary)

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
+    from drtk.evaluation.harness import NLL_THRESHOLD
+
     p = subparsers.add_parser("eval", help="attack a model and report ASR, over-refusal and capability",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -47,6 +49,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--judge", default="keyword", help="keyword (default), llamaguard, harmbench, strongreject")
+    p.add_argument("--nll-threshold", type=float, default=NLL_THRESHOLD,
+                   help="coherent ASR: a complying completion counts only when the unattacked model scores it at most "
+                        "this many nats per token (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=run)
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                         generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
                         generator=torch.Generator(device=model.device).manual_seed(args.seed))
     ev = evaluate(model, attacks, harmful, harmless=harmless, borderline=borderline, reference=reference, context=ctx,
-                  judge=judge, known_data=known)
+                  judge=judge, known_data=known, nll_threshold=args.nll_threshold or None)
     results = ev.to_results()
     validate_results(results)
     out: Path = args.out

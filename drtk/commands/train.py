@@ -46,8 +46,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--p-token", type=float, default=None, help="per-token ablation probability (paper's M)")
     p.add_argument("--region", choices=("response", "prompt", "all"), default=None, help="tokens that may be ablated")
     p.add_argument("--max-response-tokens", type=int, default=None, help="answers are cut to this many tokens")
-    p.add_argument("--n-harmful", type=int, default=None, help="use at most this many harmful train prompts")
-    p.add_argument("--n-harmless", type=int, default=None, help="use at most this many harmless train prompts")
+    p.add_argument("--n-harmful", type=int, default=None, help="harmful prompts: the train split, then the fit split")
+    p.add_argument("--n-harmless", type=int, default=None, help="harmless prompts: the train split, then the fit split")
     p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline prompts (train, then fit split)")
     p.add_argument("--borderline-repeat", type=int, default=None,
                    help="each borderline-benign example appears this many times (against over-refusal)")
@@ -94,14 +94,25 @@ def _config(args: argparse.Namespace) -> Any:
     return replace(base, **over) if over else base
 
 
-def _limit(ps: Any, n: "int | None") -> Any:
-    return ps if n is None else ps.head(n)
+def _take(train: Any, fit: Any, n: "int | None", *, default_all: bool = False) -> Any:
+    """The train split's first ``n`` prompts; past its end, prompts of the fit split spread evenly over it
+    (the split keeps its category mix). ``n=None``: the train split, or both with ``default_all``."""
+    from drtk.data import PromptSet
+
+    if n is None:
+        n = len(train) + len(fit) if default_all else len(train)
+    if n <= len(train):
+        return train.head(n)
+    m = min(n - len(train), len(fit))
+    extra = fit.subset(sorted({i * len(fit) // m for i in range(m)}))
+    return PromptSet(name=f"{train.name}+fit", prompts=train.prompts + extra.prompts,
+                     categories=train.categories + extra.categories, source=train.source)
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from drtk.data import PromptSet, standard_splits
+    from drtk.data import standard_splits
     from drtk.directions import Direction, SelectionConfig, find_direction
     from drtk.training import (DirectionDrift, Example, Trainer, TrainingSet, build_training_set, save_adapter,
                                save_merged)
@@ -145,12 +156,11 @@ def run(args: argparse.Namespace) -> int:
         if source != data_path:
             data_path.write_text(source.read_text())
     else:
-        # Borderline prompts fit no direction, so their 'fit' split joins the training data (test stays held out).
-        both = PromptSet(name="borderline", prompts=borderline["train"].prompts + borderline["fit"].prompts,
-                         categories=borderline["train"].categories + borderline["fit"].categories,
-                         source=borderline["train"].source)
-        splits = {"harmful": _limit(harmful["train"], args.n_harmful), "harmless": _limit(harmless["train"], args.n_harmless),
-                  "borderline": _limit(both, args.n_borderline)}
+        # Past the train split, training prompts come from the fit split (the test split stays held out);
+        # borderline prompts fit no direction, so both their splits train by default.
+        splits = {"harmful": _take(harmful["train"], harmful["fit"], args.n_harmful),
+                  "harmless": _take(harmless["train"], harmless["fit"], args.n_harmless),
+                  "borderline": _take(borderline["train"], borderline["fit"], args.n_borderline, default_all=True)}
         meta["data"] = {k: {"n": len(v), "sha256": v.sha256()} for k, v in splits.items()}
         data = build_training_set(
             model, harmful=splits["harmful"].prompts, harmless=splits["harmless"].prompts,

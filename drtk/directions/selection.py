@@ -13,6 +13,11 @@ Candidates in the last ``1 - max_layer_fraction`` of layers are skipped. Scoring
 three forward passes each, so by default the candidates are first ranked by how well they separate
 the held-out harmful and harmless validation prompts (Cohen's d of the projection) and only the
 ``top_k`` best are scored fully; ``top_k=None`` scores all of them.
+
+The bypass score reads only the first token. A small model whose refusals and answers open with the
+same token ("I can't ..." / "I am writing ...") fools it, so the ``verify_top`` candidates with the best
+bypass scores are checked by generation: greedy completions of the harmful validation prompts under
+each one's ablation, judged by the keyword judge; the lowest refusal rate wins (ties: bypass).
 """
 
 import logging
@@ -43,6 +48,9 @@ class SelectionConfig:
         top_k: score only the ``top_k`` best-separating candidates fully (None: all).
         actadd_coeff: multiple of the raw candidate added for the induce score.
         batch_size: prompts per forward pass.
+        verify_top: with the bypass criterion, re-rank this many of the lowest-bypass candidates by the
+            refusal rate of generated completions under their ablation (0: bypass score alone, as Arditi).
+        verify_tokens: new tokens per completion in that check.
         criterion: ``"bypass"`` (Arditi: lowest bypass among candidates passing the filters),
             ``"separation"`` (highest held-out Cohen's d), or ``"auto"``: bypass when the model refuses at
             least half of the harmful validation prompts, else separation (a model that does not refuse
@@ -55,6 +63,8 @@ class SelectionConfig:
     top_k: "int | None" = 24
     actadd_coeff: float = 1.0
     batch_size: int = 32
+    verify_top: int = 4
+    verify_tokens: int = 24
     criterion: str = "auto"
 
     def __post_init__(self) -> None:
@@ -66,6 +76,8 @@ class SelectionConfig:
             raise ConfigError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.verify_top < 0 or self.verify_tokens < 1:
+            raise ConfigError(f"verify_top must be >= 0 and verify_tokens >= 1, got {self.verify_top}, {self.verify_tokens}")
         if self.criterion not in ("auto", "bypass", "separation"):
             raise ConfigError(f"criterion must be 'auto', 'bypass' or 'separation', got {self.criterion!r}")
 
@@ -78,6 +90,7 @@ class SelectionResult:
         direction: the selected direction (``kind="single"``).
         candidates: all difference-in-means candidates.
         table: one row per candidate: position, layer, site, separation, bypass, induce, kl,
+            verified_refusal (refusal rate of generated completions under ablation, where checked),
             eligible, passed, selected.
         refusal_tokens: the refusal-opening tokens the scores use, and the refusal rate seen.
         baseline: refusal scores without intervention (``harmful``, ``harmless``).
@@ -139,6 +152,7 @@ def select_direction(
     table["bypass"] = float("nan")
     table["induce"] = float("nan")
     table["kl"] = float("nan")
+    table["verified_refusal"] = float("nan")
     pool = table[table.eligible].sort_values("separation", ascending=False)
     if cfg.top_k is not None:
         pool = pool.head(cfg.top_k)
@@ -164,7 +178,8 @@ def select_direction(
         if pick_from.empty:
             logger.warning("no candidate passed the KL and induce filters; choosing the lowest bypass score among all scored")
             pick_from = table[scored]
-        best = pick_from.sort_values("bypass").index[0]
+        best = _verified_best(model, cands, table, pick_from.sort_values("bypass").head(max(cfg.verify_top, 1)),
+                              val_harmful, cfg) if cfg.verify_top else pick_from.sort_values("bypass").index[0]
     table["selected"] = table.index == best
     row = table.loc[best]
     position, layer = int(row.position), int(row.layer)
@@ -173,6 +188,7 @@ def select_direction(
         n_layers=L, d_model=model.d_model, layer=layer, position=position, site=str(row.site),
         metadata={
             "bypass": float(row.bypass), "induce": float(row.induce), "kl": float(row.kl),
+            "verified_refusal": None if pd.isna(row.verified_refusal) else float(row.verified_refusal),
             "separation": float(row.separation), "baseline_harmful": float(base_h.mean()),
             "baseline_harmless": float(base_b.mean()), "refusal_tokens": list(toks.tokens),
             "refusal_token_ids": list(toks.ids), "refusal_token_source": toks.source,
@@ -182,6 +198,20 @@ def select_direction(
         },
     )
     return SelectionResult(direction, cands, table, toks, {"harmful": float(base_h.mean()), "harmless": float(base_b.mean())})
+
+
+def _verified_best(model: Any, cands: Candidates, table: pd.DataFrame, top: pd.DataFrame,
+                   val_harmful: Sequence[str], cfg: SelectionConfig) -> Any:
+    """Index of the candidate in ``top`` whose ablation leaves the fewest refusals in generated completions."""
+    from drtk.generation import GenerationConfig, generate
+    from drtk.judges.keyword import is_refusal
+
+    gen = GenerationConfig(max_new_tokens=cfg.verify_tokens, batch_size=cfg.batch_size)
+    for idx, row in top.iterrows():
+        with ablation(model, cands.vector(int(row.position), int(row.layer)).to(model.device)):
+            texts = generate(model, val_harmful, config=gen)
+        table.loc[idx, "verified_refusal"] = sum(map(is_refusal, texts)) / len(texts)
+    return table.loc[top.index].sort_values(["verified_refusal", "bypass"]).index[0]
 
 
 def find_direction(

@@ -40,9 +40,11 @@ class ReferenceAnswers:
 
 @torch.no_grad()
 def answer_logprobs(
-    model: Any, prompt_ids: Sequence[Sequence[int]], answer_ids: Sequence[Sequence[int]], batch_size: int = 16
-) -> list[Float[Tensor, "pos vocab"]]:
-    """Teacher-forced log-probabilities of ``model`` at every answer position (under any active hooks)."""
+    model: Any, prompt_ids: Sequence[Sequence[int]], answer_ids: Sequence[Sequence[int]], batch_size: int = 16,
+    *, targets_only: bool = False,
+) -> "list[Float[Tensor, 'pos vocab']] | list[Float[Tensor, 'pos']]":
+    """Teacher-forced log-probabilities of ``model`` at every answer position (under any active hooks):
+    the whole distribution, or with ``targets_only`` just the answer token's."""
     out: list[Tensor] = []
     for i in range(0, len(prompt_ids), batch_size):
         ans = answer_ids[i : i + batch_size]
@@ -52,7 +54,11 @@ def answer_logprobs(
         logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                           use_cache=False, logits_to_keep=keep).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
-        out.extend(logp[j, keep - len(a) - 1 : keep - 1].cpu() for j, a in enumerate(ans))
+        for j, a in enumerate(ans):
+            rows_lp = logp[j, keep - len(a) - 1 : keep - 1]
+            if targets_only:
+                rows_lp = rows_lp.gather(-1, torch.tensor(a, device=rows_lp.device)[:, None]).squeeze(-1)
+            out.append(rows_lp.cpu())
     return out
 
 
@@ -103,3 +109,35 @@ def reference_perplexity(ref: ReferenceAnswers) -> float:
     """The reference's own perplexity on its answers (from the stored log-probabilities)."""
     nll = [-r.gather(-1, torch.tensor(a)[:, None]).squeeze(-1) for r, a in zip(ref.logprobs, ref.answer_ids)]
     return float(math.exp(torch.cat(nll).mean()))
+
+
+@torch.no_grad()
+def completion_nll(
+    model: Any, instructions: Sequence[str], completions: Sequence[str], *,
+    prefills: "Sequence[str] | None" = None, batch_size: int = 16,
+) -> list[float]:
+    """Mean per-token negative log-likelihood of each completion under ``model`` (and any active hooks),
+    teacher-forced after its chat-formatted instruction (and prefill); ``inf`` for an empty completion.
+
+    Run on the unattacked model, this tells a broken model's word salad (which no refusal phrase matches,
+    so the keyword judge counts it as compliance) from an answer the model itself finds plausible.
+    """
+    tok = model.tokenizer
+    texts = model.format(list(instructions), list(prefills) if prefills is not None else None)
+    p_ids = [tuple(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    a_ids = [tuple(tok(c, add_special_tokens=False)["input_ids"]) for c in completions]
+    keep = [i for i, a in enumerate(a_ids) if a]
+    out = [math.inf] * len(a_ids)
+    if keep:
+        lp = answer_logprobs(model, [p_ids[i] for i in keep], [a_ids[i] for i in keep], batch_size, targets_only=True)
+        for i, m in zip(keep, lp):
+            out[i] = float(-m.mean())
+    return out
+
+
+def distinct_bigrams(tokenizer: Any, text: str, min_tokens: int = 16) -> float:
+    """Share of distinct token bigrams in ``text`` (1.0 below ``min_tokens`` tokens). A model stuck in a
+    loop ("camera camera camera ...") scores near 0 while its own NLL stays low: loops are predictable."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    pairs = list(zip(ids, ids[1:]))
+    return len(set(pairs)) / len(pairs) if len(ids) >= min_tokens else 1.0

@@ -27,6 +27,7 @@ _ATTACK = {
         "n": {"type": "integer", "minimum": 0}, "k": {"type": "integer", "minimum": 0}, "judge": {"type": "string"},
         "kl": _NUM, "seconds": {"type": "number", "minimum": 0}, "forward_passes": {"type": "integer", "minimum": 0},
         "metadata": {"type": "object"},
+        "coherence": {"type": "object", "required": ["rate", "ci_low", "ci_high", "n", "k", "nll_threshold"]},
     },
 }
 RESULTS_SCHEMA: dict[str, Any] = {

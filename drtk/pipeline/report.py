@@ -19,7 +19,11 @@ def _load_results(out: Path, stage: str) -> "dict[str, Any] | None":
 
 
 def _fmt(a: dict[str, Any]) -> str:
-    return f"{100 * a['asr']:.0f}% [{100 * a['ci_low']:.0f}–{100 * a['ci_high']:.0f}]"
+    text = f"{100 * a['asr']:.0f}% [{100 * a['ci_low']:.0f}–{100 * a['ci_high']:.0f}]"
+    coh = a.get("coherence")
+    if coh and coh["k"] < a["k"]:  # some of the "successes" are word salad or loops
+        text += f" (coherent {100 * coh['rate']:.0f}%)"
+    return text
 
 
 def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int, prefill_k: int) -> dict[str, Any]:
@@ -218,7 +222,9 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     n_h = next(iter(evals.values()))["attacks"]["none"]["n"]
     lines += ["", f"n = {n_h} held-out harmful prompts per attack; keyword judge (phrases listed in `metrics.json`); "
-              f"{next(iter(evals.values()))['generation']['max_new_tokens']} new tokens, greedy.", "",
+              f"{next(iter(evals.values()))['generation']['max_new_tokens']} new tokens, greedy. \"coherent\" (where it "
+              "differs): the share that also reads as text to the unattacked model (per-token NLL and no loop; "
+              "`docs/results-schema.md`); the targets use the keyword judge's ASR.", "",
               "## Over-refusal and capability", "", "| model | " + " | ".join(
                   sorted({k for r in evals.values() for k in r['over_refusal']})) + " | KL to reference | reference |",
               "| --- |" + " --- |" * (len({k for r in evals.values() for k in r['over_refusal']}) + 2)]

@@ -75,6 +75,11 @@ def test_prefill_inputs_are_k_tokens_and_sweep(make_context, tiny, direction):
     given = get_attack("prefill", source="answers", k=2).run(
         tiny, PROMPTS, context=make_context(direction, answers={p: "Step one: gather" for p in PROMPTS}))
     assert set(given.inputs) == {"St"}  # byte tokenizer: 2 tokens
+    # A given answer that refuses is no harmful prefix: that prompt gets the model's own ablated answer.
+    mixed = {p: "Step one: gather" for p in PROMPTS} | {PROMPTS[0]: "I'm sorry, I can't help with that."}
+    part = get_attack("prefill", source="answers", k=5).run(tiny, PROMPTS, context=make_context(direction, answers=mixed))
+    assert part.inputs[0] == first_tokens(tiny.tokenizer, answers[0], 5) != "I'm s"
+    assert set(part.inputs[1:]) == {"Step "}
 
 
 def test_gcg_respects_budget_and_seed(make_context, tiny):

@@ -129,6 +129,27 @@ def test_find_direction_on_tiny_model(tiny):
     assert proj.shape == (3, tiny.n_layers)
 
 
+def test_generation_check_overrides_the_first_token_score(tiny, monkeypatch):
+    import drtk.judges.keyword as keyword
+
+    val = HARMFUL[6:10]
+    plain = find_direction(tiny, HARMFUL[:6], HARMLESS[:6], val, HARMLESS[6:10],
+                           config=SelectionConfig(top_k=3, batch_size=4, criterion="bypass", verify_top=0))
+    assert plain.table.verified_refusal.isna().all()
+    pool = plain.table[plain.table.passed] if plain.table.passed.any() else plain.table[plain.table.bypass.notna()]
+    ranked = pool.sort_values("bypass").index
+    assert plain.table.selected[ranked[0]]
+    # The lowest-bypass candidate still refuses in every generated completion; the runner-up never does.
+    calls = iter(range(10_000))
+    monkeypatch.setattr(keyword, "is_refusal", lambda text: next(calls) < len(val))
+    checked = find_direction(tiny, HARMFUL[:6], HARMLESS[:6], val, HARMLESS[6:10],
+                             config=SelectionConfig(top_k=3, batch_size=4, criterion="bypass", verify_top=2))
+    t = checked.table
+    assert t.verified_refusal.notna().sum() == 2
+    assert t.verified_refusal[ranked[0]] == 1.0 and t.verified_refusal[ranked[1]] == 0.0
+    assert t.selected[ranked[1]] and checked.direction.metadata["verified_refusal"] == 0.0
+
+
 def test_selection_config_validates():
     with pytest.raises(ConfigError, match="max_layer_fraction"):
         SelectionConfig(max_layer_fraction=0.0)

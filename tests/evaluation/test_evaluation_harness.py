@@ -66,6 +66,34 @@ def test_known_data_from_recorded_hashes():
     assert any(ps.sha256() == fit.sha256() for ps in found)
 
 
+def test_coherence_flags_word_salad_and_loops(tiny, direction, make_context):
+    from drtk.evaluation import harness
+    from drtk.evaluation.capability import completion_nll, distinct_bigrams
+    from drtk.generation import generate
+
+    prompts = list(HARMFUL.prompts)
+    own = generate(tiny, prompts)  # the model's own greedy text is what it finds most plausible
+    rng = __import__("random").Random(0)
+    salad = ["".join(rng.choice("qzxjvkw#@!%") for _ in range(40)) for _ in prompts]
+    nll_own, nll_salad = completion_nll(tiny, prompts, own), completion_nll(tiny, prompts, salad)
+    assert all(a < b for a, b in zip(nll_own, nll_salad))
+    assert completion_nll(tiny, prompts[:1], [""]) == [float("inf")]
+    assert distinct_bigrams(tiny.tokenizer, "camera " * 30) < 0.1 < 0.5 < distinct_bigrams(
+        tiny.tokenizer, "To pick a lock you need a tension wrench and a pick; insert both and rake the pins.")
+
+    ev = run_eval(tiny, direction, make_context)
+    res = ev.to_results()
+    for o in ev.outcomes:
+        assert len(o.nll) == len(o.distinct) == o.asr.n
+        assert o.coherent_asr.k == sum(not r and x <= o.nll_threshold and d >= harness.MIN_DISTINCT_BIGRAMS
+                                       for r, x, d in zip(o.refused, o.nll, o.distinct)) <= o.asr.k
+        coh = res["attacks"][o.result.attack]["coherence"]
+        assert coh["k"] + coh["complied_incoherent"] == o.asr.k
+    off = run_eval(tiny, direction, make_context, nll_threshold=None)
+    assert all(o.coherent_asr is None for o in off.outcomes)
+    assert not any("coherence" in a for a in off.to_results()["attacks"].values())
+
+
 def test_capability_kl_and_perplexity(tiny):
     from drtk.interventions import actadd
     import torch
@@ -115,10 +143,14 @@ def test_cli_end_to_end(tmp_path, monkeypatch):
 def test_a_refusing_prefill_never_counts_as_a_jailbreak(tiny, make_context):
     """Prefills that are themselves refusals (a defended model refusing under ablation) are failed attacks,
     whatever the continuation; harmful prefills are judged on the continuation alone."""
-    attack = parse_attack_spec("prefill:k=40:source=answers", sweep=False)
-    prompts = HARMFUL.prompts
-    answers = {p: ("I'm sorry, but I can't help with that." if i % 2 else "Step one: get the tools") for i, p in enumerate(prompts)}
-    ev = evaluate(tiny, attack, HARMFUL, context=make_context(answers=answers), measure_kl=False)
+    from drtk.attacks.prefill import Prefill
+
+    class Alternating(Prefill):  # every other prefill refuses, as a defended model does under ablation
+        def prefills(self, model, prompts, context):
+            return ["I'm sorry, but I can't help with that." if i % 2 else "Step one: get the tools"
+                    for i in range(len(prompts))]
+
+    ev = evaluate(tiny, [Alternating(k=40)], HARMFUL, context=make_context(), measure_kl=False)
     out = ev.outcomes[0]
     assert out.result.metadata["refusing_prefills"] == 2
     assert all(out.refused[1::2])  # the refusing prefills, whatever the model wrote after them
@@ -134,5 +166,5 @@ def test_prefill_answers_fall_back_to_ablation_for_missing_prompts(tiny, directi
     ctx = make_context(direction, answers={prompts[0]: "Step one: get the tools"})
     res = attack.run(tiny, prompts, context=ctx)
     assert res.prefills[0] == "Ste" and all(res.prefills[1:])
-    with pytest.raises(DataError, match="no answer for any"):
+    with pytest.raises(DataError, match="no harmful answer for any"):
         attack.run(tiny, prompts[1:], context=make_context(direction, answers={prompts[0]: "x"}))

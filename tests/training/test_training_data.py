@@ -140,3 +140,19 @@ def test_method_defaults_turn_recovery_on_but_an_explicit_data_config_wins():
     assert not TrainConfig.for_method("refusal").data.recovery
     off = TrainConfig.for_method("deeprefusal", data=DataConfig(recovery=False))
     assert not off.data.recovery  # the paper's without-recovery ablation
+
+
+def test_training_prompts_extend_into_the_fit_split_evenly():
+    from drtk.commands.train import _take
+    from drtk.data import standard_splits
+
+    s = standard_splits("harmful")
+    train, fit = s["train"], s["fit"]
+    assert _take(train, fit, None).prompts == train.prompts
+    assert _take(train, fit, 10).prompts == train.prompts[:10]
+    more = _take(train, fit, len(train) + 13)
+    extra = more.prompts[len(train):]
+    assert more.prompts[: len(train)] == train.prompts and len(extra) == 13 and set(extra) <= set(fit.prompts)
+    assert len(set(more.categories[len(train):])) > 1  # spread over the split, not its first category
+    assert _take(train, fit, 10_000).prompts == train.prompts + fit.prompts
+    assert len(_take(train, fit, None, default_all=True)) == len(train) + len(fit)

@@ -55,6 +55,20 @@ def test_model_edit_changes_logits_and_is_undone(make_context, tiny, direction, 
     assert torch.allclose(before, _logits(tiny), atol=1e-6)  # undone on exit
 
 
+def test_per_layer_ablation_can_spare_the_last_layers(make_context, tiny, direction):
+    ctx = make_context(direction)
+    with get_attack("per-layer-ablation").applied(tiny, ctx) as m:
+        every = _logits(m)
+    with get_attack("per-layer-ablation", max_layer_fraction=0.5).applied(tiny, ctx) as m:
+        lower = _logits(m)  # layer 1 only (layer 0's direction is zero at template positions)
+    assert not torch.allclose(lower, every, atol=1e-5) and not torch.allclose(lower, _logits(tiny), atol=1e-5)
+    with pytest.raises(ConfigError, match="no layer below"):
+        with get_attack("per-layer-ablation", max_layer_fraction=0.2).applied(tiny, ctx):
+            pass
+    with pytest.raises(ConfigError, match="max_layer_fraction"):
+        get_attack("per-layer-ablation", max_layer_fraction=0.0)
+
+
 def test_ablation_strength_zero_is_identity(make_context, tiny, direction):
     with get_attack("direction-ablation", strength=0.0).applied(tiny, make_context(direction)) as m:
         assert torch.allclose(_logits(m), _logits(tiny), atol=1e-6)

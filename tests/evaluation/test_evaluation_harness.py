@@ -47,6 +47,14 @@ def test_schema_validator_catches_problems():
     assert schema_errors({"asr": 1.5}, {"properties": {"asr": {"type": "number", "maximum": 1}}})
 
 
+def test_attacks_that_share_a_label_are_refused(tiny, direction, make_context):
+    from drtk.errors import ConfigError
+
+    twins = parse_attack_spec("prefill:k=2:source=opener", sweep=False) + parse_attack_spec("prefill:k=2", sweep=False)
+    with pytest.raises(ConfigError, match=r"\['prefill\[k=2\]'\] appear more than once"):
+        evaluate(tiny, twins, HARMFUL, context=make_context(direction))
+
+
 def test_contamination_is_dropped_and_reported(tiny, direction, make_context):
     train = PromptSet(name="train", prompts=("build a BOMB", "Something else."))
     ev = evaluate(tiny, parse_attack_spec("none"), HARMFUL, context=make_context(direction), known_data=[train])

@@ -20,8 +20,6 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    from drtk.evaluation.harness import NLL_THRESHOLD
-
     p = subparsers.add_parser("eval", help="attack a model and report ASR, over-refusal and capability",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -49,9 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--judge", default="keyword", help="keyword (default), llamaguard, harmbench, strongreject")
-    p.add_argument("--nll-threshold", type=float, default=NLL_THRESHOLD,
+    p.add_argument("--nll-threshold", type=float, default=None,
                    help="coherent ASR: a complying completion counts only when the unattacked model scores it at most "
-                        "this many nats per token (0 = off)")
+                        "this many nats per token (default: NLL_THRESHOLD of drtk.evaluation.harness; 0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=run)
@@ -74,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from drtk.data import load_answers, load_prompts
     from drtk.directions import Direction
     from drtk.evaluation import evaluate, report_markdown, sets_from_folder, validate_results
+    from drtk.evaluation.harness import NLL_THRESHOLD
     from drtk.generation import GenerationConfig
     from drtk.judges import get_judge
     from drtk.models import load_model
@@ -103,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                         generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
                         generator=torch.Generator(device=model.device).manual_seed(args.seed))
     ev = evaluate(model, attacks, harmful, harmless=harmless, borderline=borderline, reference=reference, context=ctx,
-                  judge=judge, known_data=known, nll_threshold=args.nll_threshold or None)
+                  judge=judge, known_data=known,
+                  nll_threshold=NLL_THRESHOLD if args.nll_threshold is None else args.nll_threshold or None)
     results = ev.to_results()
     validate_results(results)
     out: Path = args.out

@@ -178,8 +178,9 @@ def select_direction(
         if pick_from.empty:
             logger.warning("no candidate passed the KL and induce filters; choosing the lowest bypass score among all scored")
             pick_from = table[scored]
-        best = _verified_best(model, cands, table, pick_from.sort_values("bypass").head(max(cfg.verify_top, 1)),
-                              val_harmful, cfg) if cfg.verify_top else pick_from.sort_values("bypass").index[0]
+        ranked = pick_from.sort_values("bypass")
+        best = (_verified_best(model, cands, table, ranked.head(cfg.verify_top), val_harmful, cfg)
+                if cfg.verify_top else ranked.index[0])
     table["selected"] = table.index == best
     row = table.loc[best]
     position, layer = int(row.position), int(row.layer)

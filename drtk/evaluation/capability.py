@@ -100,9 +100,8 @@ def kl_to_reference(model: Any, ref: ReferenceAnswers, batch_size: int = 16) -> 
 def perplexity(model: Any, ref: ReferenceAnswers, batch_size: int = 16) -> float:
     """Perplexity of ``model`` on the reference's answers (exp of the mean token NLL)."""
     _check_vocab(model, ref)
-    lp = answer_logprobs(model, ref.prompt_ids, ref.answer_ids, batch_size)
-    nll = [-m.gather(-1, torch.tensor(a)[:, None]).squeeze(-1) for m, a in zip(lp, ref.answer_ids)]
-    return float(math.exp(torch.cat(nll).mean()))
+    lp = answer_logprobs(model, ref.prompt_ids, ref.answer_ids, batch_size, targets_only=True)
+    return float(math.exp(-torch.cat(lp).mean()))
 
 
 def reference_perplexity(ref: ReferenceAnswers) -> float:

@@ -39,6 +39,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--benign-weight", type=float, default=None, help="loss weight of the benign group (paper 0.8)")
     p.add_argument("--harmful-weight", type=float, default=None, help="loss weight of the harmful group (paper 0.2)")
+    p.add_argument("--decision-tokens", type=int, default=None,
+                   help="the first N learned tokens of each response (where refusal is decided) weigh more")
+    p.add_argument("--decision-weight", type=float, default=None, help="their loss weight (with --decision-tokens)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--lora", dest="lora", action="store_true", default=None, help="LoRA adapters (default)")
     mode.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
@@ -54,6 +57,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="training examples as JSON lines (fields of drtk.training.Example, e.g. a run's data.jsonl) "
                         "instead of generating them")
+    p.add_argument("--generations", type=Path, default=None,
+                   help="reuse the model's generations kept in this JSON-lines file and add new ones (runs from the "
+                        "same model share them; entries are keyed by a checksum of the weights)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
     p.add_argument("--out", type=Path, required=True, help="run folder")
@@ -76,7 +82,8 @@ def _config(args: argparse.Namespace) -> Any:
     over: dict[str, Any] = {}
     for flag, fld in (("steps", "steps"), ("batch_size", "batch_size"), ("micro_batch_size", "micro_batch_size"),
                       ("lr", "lr"), ("lora", "lora"), ("seed", "seed"),
-                      ("benign_weight", "benign_weight"), ("harmful_weight", "harmful_weight")):
+                      ("benign_weight", "benign_weight"), ("harmful_weight", "harmful_weight"),
+                      ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
     sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region)) if v is not None}
@@ -114,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
     from drtk.data import standard_splits
     from drtk.directions import Direction, SelectionConfig, find_direction
-    from drtk.training import (DirectionDrift, Example, Trainer, TrainingSet, build_training_set, save_adapter,
-                               save_merged)
+    from drtk.training import (DirectionDrift, Example, GenerationCache, Trainer, TrainingSet, build_training_set,
+                               save_adapter, save_merged)
     from drtk.viz import save_figure
     from drtk.viz.training import direction_drift, schedule_heatmap, schedule_over_steps, training_curves
 
@@ -162,11 +169,14 @@ def run(args: argparse.Namespace) -> int:
                   "harmless": _take(harmless["train"], harmless["fit"], args.n_harmless),
                   "borderline": _take(borderline["train"], borderline["fit"], args.n_borderline, default_all=True)}
         meta["data"] = {k: {"n": len(v), "sha256": v.sha256()} for k, v in splits.items()}
+        cache = GenerationCache(args.generations) if args.generations is not None else None
         data = build_training_set(
             model, harmful=splits["harmful"].prompts, harmless=splits["harmless"].prompts,
-            borderline=splits["borderline"].prompts, config=cfg.data,
-            direction=direction.for_model(model) if direction is not None else None,
+            borderline=splits["borderline"].prompts, harmful_categories=splits["harmful"].categories, config=cfg.data,
+            direction=direction.for_model(model) if direction is not None else None, cache=cache,
         )
+        if cache is not None:
+            cache.save()
         data_path.write_text("".join(json.dumps(asdict(e)) + "\n" for e in data.examples))
     meta["examples"] = data.counts()
     write_json(out / "config.json", {"train": cfg.to_dict(), "run": meta})

@@ -10,7 +10,7 @@ Example:
 from drtk.training.callbacks import DirectionDrift, LivePlot, RefusalProbe
 from drtk.training.config import METHODS, TrainConfig
 from drtk.training.data import (
-    DataConfig, Example, TrainBatch, TrainingSet, build_training_set, collate, encode_example, end_of_turn_ids,
+    DataConfig, Example, GenerationCache, TrainBatch, TrainingSet, build_training_set, collate, encode_example, end_of_turn_ids,
     helpful_examples, recovery_examples, refusal_examples,
 )
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
@@ -19,7 +19,7 @@ from drtk.training.loop import Callback, Trainer, TrainResult, train
 
 __all__ = [
     "METHODS", "Callback", "DataConfig", "DirectionDrift", "DirectionProvider", "Example", "FixedDirection",
-    "LivePlot", "RefreshedDirection", "RefusalProbe", "TrainBatch", "TrainConfig", "TrainResult", "Trainer",
+    "GenerationCache", "LivePlot", "RefreshedDirection", "RefusalProbe", "TrainBatch", "TrainConfig", "TrainResult", "Trainer",
     "TrainingSet", "build_training_set", "collate", "encode_example", "end_of_turn_ids", "helpful_examples",
     "recovery_examples", "refusal_examples", "save_adapter", "save_merged", "train",
 ]

@@ -43,6 +43,9 @@ class TrainConfig:
         loss_reduction: per-sample loss: ``sum`` over its response tokens (the paper) or ``mean``.
         benign_weight, harmful_weight: the group weights (paper 0.8 / 0.2); each group's per-sample
             losses are averaged over the group's examples in the step's whole batch.
+        decision_tokens, decision_weight: the first ``decision_tokens`` learned tokens of every response
+            (where a model decides to refuse or to answer; after the harmful prefix in a recovery example)
+            weigh ``decision_weight`` times the others in the loss (0 tokens or weight 1: off).
         schedule: the ablation schedule (``deeprefusal`` only).
         direction_refresh_every: re-extract the direction on the training model every N steps (EMA with
             ``direction_ema``); None keeps the direction fixed (the paper: refresh was unstable).
@@ -78,6 +81,8 @@ class TrainConfig:
     loss_reduction: str = "sum"
     benign_weight: float = 0.8
     harmful_weight: float = 0.2
+    decision_tokens: int = 0
+    decision_weight: float = 1.0
     schedule: "AblationSchedule | None" = None
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
@@ -115,6 +120,9 @@ class TrainConfig:
         if self.benign_weight < 0 or self.harmful_weight < 0 or self.benign_weight + self.harmful_weight == 0:
             raise bad("benign_weight", f"and harmful_weight must be >= 0 and not both 0, got "
                       f"{self.benign_weight} and {self.harmful_weight}")
+        if self.decision_tokens < 0 or not self.decision_weight > 0:
+            raise bad("decision_tokens", f"must be >= 0 and decision_weight > 0, got {self.decision_tokens} and "
+                      f"{self.decision_weight}")
         if self.method in ABLATING and self.schedule is None:
             raise bad("schedule", f"is required for method={self.method!r} (e.g. AblationSchedule.paper(0.5))")
         if self.method not in ABLATING and self.schedule is not None:

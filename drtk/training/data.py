@@ -14,14 +14,21 @@ response).
 On-policy sources (nothing to download): :func:`build_training_set` generates helpful answers with the
 model itself before training (benign prompts it refuses are answered again with its refusal direction
 ablated, when a direction is given, so over-refusal is unlearned rather than kept), uses the model's own
-refusals where it refuses (else a seeded choice from the shipped refusal texts), and takes harmful
-prefixes from the model's own answers -- generated while its refusal direction is ablated when a direction
-is given, or as it is when it is still unaligned -- or from a user's column (``harmful_answers=``).
+refusals where it refuses (else a seeded choice of the shipped refusal texts: general ones, or ones
+written for the prompt's topic), and takes harmful prefixes from the model's own answers -- generated while
+its refusal direction is ablated when a direction is given, or as it is when it is still unaligned -- or
+from a user's column (``harmful_answers=``). A :class:`GenerationCache` lets runs from one model share
+these generations.
 """
 
+import hashlib
+import json
 import logging
 import random
+from contextlib import nullcontext
+from functools import partial
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import pandas as pd
@@ -99,10 +106,19 @@ class TrainingSet:
 
 
 # -- builders (pure: texts in, examples out) -----------------------------------------------------------
-def _pick(texts: Sequence[str], n: int, rng: random.Random) -> list[str]:
-    if not texts:
-        raise DataError("no refusal texts to choose from")
-    return [rng.choice(list(texts)) for _ in range(n)]
+def shipped_refusals(categories: "Sequence[str | None]", rng: random.Random) -> list[str]:
+    """A shipped refusal for each harmful prompt: a general one, or one written for the prompt's category
+    (self-harm, fraud, ...) when it has one; a topic refusal never goes to a prompt of another topic."""
+    from drtk.data import load_texts
+
+    general = load_texts("refusals", category="general")
+    pools: dict[Any, tuple[str, ...]] = {}
+    for c in set(categories):
+        try:
+            pools[c] = general + (load_texts("refusals", category=c) if c and c != "general" else ())
+        except DataError:  # no refusal written for this category
+            pools[c] = general
+    return [rng.choice(pools[c]) for c in categories]
 
 
 def refusal_examples(prompts: Sequence[str], refusals: Sequence[str]) -> list[Example]:
@@ -227,6 +243,69 @@ def _generate(model: Any, prompts: Sequence[str], cfg: DataConfig) -> tuple[list
     return [t.strip() for t in texts], complete
 
 
+class GenerationCache:
+    """The greedy generations :func:`build_training_set` made, kept so a later run reuses them.
+
+    Two runs from one model (a DeepRefusal run and an adaptive one from the same aligned model, say) generate
+    the same helpful answers, refusals and harmful prefixes; the second reads them here instead. An entry is
+    keyed by everything that shaped it: a checksum of the model's weights, the direction ablated (if any),
+    the token budget and the prompt, so a stale entry is never used. ``path`` (JSON lines) persists it:
+    read when it exists, written by :meth:`save`.
+    """
+
+    def __init__(self, path: "str | Path | None" = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, tuple[str, bool]] = {}
+        self.hits = 0
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.entries[row["key"]] = (row["text"], bool(row["complete"]))
+
+    @staticmethod
+    def key(model_sum: str, direction: "Tensor | None", max_tokens: int, prompt: str) -> str:
+        d = "-" if direction is None else _tensor_sum(direction)
+        return json.dumps([model_sum, d, max_tokens, prompt])
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("".join(json.dumps({"key": k, "text": t, "complete": c}) + "\n"
+                                         for k, (t, c) in self.entries.items()))
+
+
+def _tensor_sum(t: Tensor) -> str:
+    return hashlib.sha256(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def weights_checksum(model: Any) -> str:
+    """A checksum of a model's weights (the leading elements of every tensor, with names and shapes): equal
+    for the same weights, different after any fine-tuning step."""
+    h = hashlib.sha256()
+    for name, p in model.hf.state_dict().items():
+        h.update(f"{name}{tuple(p.shape)}".encode())
+        h.update(p.detach().flatten()[:4096].to("cpu", torch.float32).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _answers(model: Any, prompts: Sequence[str], cfg: DataConfig, *, direction: "Tensor | None" = None,
+             cache: "GenerationCache | None" = None, model_sum: str = "") -> tuple[list[str], list[bool]]:
+    """:func:`_generate` with the direction ablated when one is given, through ``cache`` when one is given."""
+    from drtk.interventions import ablation
+
+    cache = cache if cache is not None else GenerationCache()
+    keys = [GenerationCache.key(model_sum, direction, cfg.max_response_tokens, p) for p in prompts]
+    todo = [i for i, k in enumerate(keys) if k not in cache.entries]
+    cache.hits += len(keys) - len(todo)
+    if todo:
+        with ablation(model, direction) if direction is not None else nullcontext():
+            texts, done = _generate(model, [prompts[i] for i in todo], cfg)
+        for i, t, c in zip(todo, texts, done):
+            cache.entries[keys[i]] = (t, c)
+    return [cache.entries[k][0] for k in keys], [cache.entries[k][1] for k in keys]
+
+
 def build_training_set(
     model: Any,
     *,
@@ -236,6 +315,8 @@ def build_training_set(
     config: "DataConfig | None" = None,
     direction: "Tensor | None" = None,
     harmful_answers: "Sequence[str] | None" = None,
+    harmful_categories: "Sequence[str | None] | None" = None,
+    cache: "GenerationCache | None" = None,
 ) -> TrainingSet:
     """Build the examples of a run with the model's own generations (see the module docstring).
 
@@ -247,12 +328,14 @@ def build_training_set(
             the benign prompts the model refuses (it answers them itself with the direction ablated).
         harmful_answers: harmful answers from a user's dataset, one per harmful prompt (recovery prefixes
             are cut from these instead of generated).
+        harmful_categories: each harmful prompt's category (as in the shipped sets), so a shipped refusal
+            fits its topic; None: general refusals only.
+        cache: a :class:`GenerationCache`: generations found there are reused, new ones added (call its
+            ``save()`` to keep them).
 
     Returns:
         A :class:`TrainingSet` with both loss groups.
     """
-    from drtk.data import load_texts
-    from drtk.interventions import ablation
     from drtk.judges import is_refusal
 
     cfg = config or DataConfig()
@@ -263,17 +346,18 @@ def build_training_set(
             "both sides are needed (harmful prompts to refuse, harmless/borderline prompts to keep answering)"
         )
     rng = random.Random(cfg.seed)
-    shipped = load_texts("refusals")
+    categories = list(harmful_categories) if harmful_categories is not None else [None] * len(harmful)
+    _same_length(harmful, categories, "harmful_categories")
+    gen = partial(_answers, model, cfg=cfg, cache=cache, model_sum=weights_checksum(model) if cache else "")
     examples: list[Example] = []
     for kind, prompts in (("helpful", harmless), ("borderline", borderline)):
         if prompts:
-            answers, complete = _generate(model, prompts, cfg)
+            answers, complete = gen(prompts)
             refused = [i for i, a in enumerate(answers) if not a or is_refusal(a)]
             if refused and direction is not None:
                 # A benign prompt the model refuses is over-refusal to unlearn: with the refusal direction
                 # ablated the model answers it itself, and that answer becomes the target.
-                with ablation(model, direction):
-                    again, done = _generate(model, [prompts[i] for i in refused], cfg)
+                again, done = gen([prompts[i] for i in refused], direction=direction)
                 for i, a, c in zip(refused, again, done):
                     answers[i], complete[i] = a, c
                 logger.info("%s: %d refused prompts answered again with the direction ablated", kind, len(refused))
@@ -285,10 +369,10 @@ def build_training_set(
                                      complete=[complete[i] for i in keep])
             examples += found * (cfg.borderline_repeat if kind == "borderline" else 1)
 
-    refusals = _pick(shipped, len(harmful), rng)
+    refusals = shipped_refusals(categories, rng)
     plain_answers: "list[str] | None" = None
     if cfg.refusal_source != "shipped" or (cfg.recovery and harmful_answers is None and cfg.prefix_source == "plain"):
-        plain_answers, plain_complete = _generate(model, harmful, cfg)
+        plain_answers, plain_complete = gen(harmful)
     if cfg.refusal_source != "shipped" and plain_answers is not None:
         own = [i for i, a in enumerate(plain_answers) if is_refusal(a) and plain_complete[i]]
         for i in own:
@@ -305,17 +389,18 @@ def build_training_set(
                     "DataConfig.prefix_source='ablated' needs a direction (or pass harmful_answers=, or use "
                     "prefix_source='plain' for a model that still answers harmful prompts)"
                 )
-            with ablation(model, direction):
-                answers, _ = _generate(model, harmful, cfg)
+            answers, _ = gen(harmful, direction=direction)
         else:
             answers = plain_answers or []
         keep = [i for i, a in enumerate(answers) if a and not is_refusal(a)]
         logger.info("recovery: %d of %d harmful answers usable as prefixes", len(keep), len(harmful))
-        rec_refusals = _pick(shipped, len(keep), rng)
+        rec_refusals = shipped_refusals([categories[i] for i in keep], rng)
         examples += recovery_examples(
             [harmful[i] for i in keep], [answers[i] for i in keep], rec_refusals,
             tokenizer=model.tokenizer, k_range=cfg.recovery_tokens, seed=cfg.seed,
         )
+    if cache is not None and cache.hits:
+        logger.info("generations: %d reused from %s", cache.hits, cache.path or "the cache")
     return TrainingSet(tuple(examples)).require_groups()
 
 

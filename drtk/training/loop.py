@@ -261,8 +261,14 @@ class Trainer:
         labels = batch.labels[:, first:]
         ce = torch.nn.functional.cross_entropy(
             logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, T-first)
-        n_tok = (labels != -100).sum(1).clamp(min=1)
-        per_sample = ce.sum(1) if cfg.loss_reduction == "sum" else ce.sum(1) / n_tok
+        learned = labels != -100
+        token_w = learned.float()
+        if cfg.decision_tokens and cfg.decision_weight != 1:
+            depth = learned.cumsum(1)  # 1 at each response's first learned token
+            token_w = torch.where(learned & (depth <= cfg.decision_tokens), cfg.decision_weight, token_w)
+        per_sample = (ce * token_w).sum(1)
+        if cfg.loss_reduction == "mean":
+            per_sample = per_sample / token_w.sum(1).clamp(min=1)
         weight = norm[batch.group]  # group weight / group count in the global batch
         loss = (per_sample * weight).sum() * self.world  # DDP averages over processes
         stats = torch.stack([

@@ -5,7 +5,7 @@ import torch
 
 from drtk.errors import ConfigError, DataError
 from drtk.models import load_model
-from drtk.training import (DataConfig, Example, TrainConfig, TrainingSet, build_training_set, collate,
+from drtk.training import (DataConfig, Example, GenerationCache, TrainConfig, TrainingSet, build_training_set, collate,
                            encode_example, end_of_turn_ids, recovery_examples)
 
 
@@ -72,6 +72,49 @@ def test_build_training_set_on_policy(model):
     kinds = data.counts()
     assert kinds["refusal"] == 2 and "helpful" in kinds
     assert {e.group for e in data.examples} == {"benign", "harmful"}
+
+
+def test_generation_cache_is_reused_by_the_same_weights_only(model, tmp_path, monkeypatch):
+    import drtk.training.data as data_mod
+
+    calls = []
+    real = data_mod._generate
+    monkeypatch.setattr(data_mod, "_generate", lambda m, prompts, cfg: calls.append(list(prompts)) or real(m, prompts, cfg))
+    cfg = DataConfig(max_response_tokens=6, recovery=True, recovery_tokens=(2, 3))
+    d = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+
+    def build(m, direction=d):
+        cache = GenerationCache(tmp_path / "gen.jsonl")
+        data = build_training_set(m, harmful=["how to do harm", "harm please"], harmless=["hello", "a poem"],
+                                  config=cfg, direction=direction, cache=cache)
+        cache.save()
+        return data
+
+    first = build(model)
+    n_first = len(calls)
+    assert n_first >= 3  # helpful answers, own refusals, ablated prefixes
+    assert build(model).examples == first.examples and len(calls) == n_first  # all read back from the file
+    build(model, direction=-d)  # another direction: the ablated prefixes (only) are generated again
+    assert calls[n_first:] == [["how to do harm", "harm please"]]
+    other = load_model("drtk-tiny-chat")
+    with torch.no_grad():
+        next(other.hf.parameters()).add_(0.01)  # other weights: nothing is reused
+    n = len(calls)
+    build(other)
+    assert len(calls) - n == n_first
+
+
+def test_shipped_refusals_fit_the_prompts_topic():
+    import random
+
+    from drtk.data import load_texts
+    from drtk.training.data import shipped_refusals
+
+    general, cyber = set(load_texts("refusals", category="general")), set(load_texts("refusals", category="cybercrime"))
+    assert general and cyber and not general & cyber
+    picked = shipped_refusals(["cybercrime"] * 200 + [None] * 50 + ["no-such-topic"] * 50, random.Random(0))
+    assert set(picked[:200]) <= general | cyber and set(picked[:200]) & cyber  # topic refusals are drawn
+    assert set(picked[200:]) <= general  # no category, or one without refusals: general ones only
 
 
 def test_borderline_repeat_oversamples_only_borderline(model):

@@ -197,6 +197,37 @@ def test_step_loss_matches_cross_entropy_over_all_logits(padding_side):
     torch.testing.assert_close(loss, ce.mean(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_decision_tokens_weigh_the_first_learned_tokens_of_each_row(reduction):
+    from drtk.training.data import collate
+
+    model = load_model("drtk-tiny-chat")
+    data = TrainingSet(_data().examples + tuple(helpful_examples(["a much longer benign prompt " * 4], ["Sure."])))
+    losses = {}
+    for w in (1.0, 3.0):
+        cfg = _cfg("refusal", decision_tokens=2, decision_weight=w, loss_reduction=reduction, lora=False)
+        trainer = Trainer(model, data, cfg)
+        batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id)
+        with torch.no_grad():
+            losses[w], _ = trainer._micro_loss(batch, torch.full((2,), 1.0 / len(trainer.encoded)))
+    with torch.no_grad():
+        logits = model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                          position_ids=batch.position_ids).logits
+        ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch.labels[:, 1:], ignore_index=-100,
+                                               reduction="none")
+    want = []
+    for row, labels in zip(ce, batch.labels[:, 1:]):
+        at = (labels != -100).nonzero().flatten()  # learned columns, in order
+        weights = torch.ones(len(at))
+        weights[:2] = 3.0
+        total = (row[at] * weights).sum()
+        want.append(total / weights.sum() if reduction == "mean" else total)
+    torch.testing.assert_close(losses[3.0], torch.stack(want).mean(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(losses[1.0], losses[3.0])
+    with pytest.raises(ConfigError, match="decision_tokens"):
+        _cfg("refusal", decision_tokens=-1)
+
+
 class _AutocastTrainer(Trainer):
     """bf16 autocast on CPU: the CUDA default path, reproducible here."""
 

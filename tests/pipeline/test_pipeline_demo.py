@@ -1,13 +1,17 @@
 import json
+import logging
 
 from drtk.pipeline.demo import run_demo
 from drtk.pipeline.stages import StageRunner
 
 
-def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch):
+def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr("drtk.viz.core.static_export_available", lambda: False)  # HTML only: fast
+    caplog.set_level(logging.INFO, logger="drtk")
     out = tmp_path / "demo"
     run_demo(out, model="drtk-tiny-chat", size="smoke", defences=("deeprefusal", "adaptive"))
+    # the second defence reads the aligned model's generations the first one made
+    assert (out / "aligned-generations.jsonl").exists() and "reused from" in caplog.text
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["evaluations"]) == {"aligned", "deeprefusal", "adaptive"}
     for res in metrics["evaluations"].values():

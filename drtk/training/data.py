@@ -265,7 +265,7 @@ class GenerationCache:
 
     @staticmethod
     def key(model_sum: str, direction: "Tensor | None", max_tokens: int, prompt: str) -> str:
-        d = "-" if direction is None else _tensor_sum(direction)
+        d = "-" if direction is None else _tensor_hash(direction)
         return json.dumps([model_sum, d, max_tokens, prompt])
 
     def save(self) -> None:
@@ -275,7 +275,7 @@ class GenerationCache:
                                          for k, (t, c) in self.entries.items()))
 
 
-def _tensor_sum(t: Tensor) -> str:
+def _tensor_hash(t: Tensor) -> str:
     return hashlib.sha256(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()[:16]
 
 

@@ -11,6 +11,7 @@ export starts its own browser.
 
 import atexit
 import contextvars
+import functools
 import logging
 import shutil
 import warnings
@@ -24,16 +25,13 @@ logger = logging.getLogger(__name__)
 
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 _STATIC = contextvars.ContextVar("drtk_static_figures", default=True)
-_SERVER: list[bool] = []  # [True] once this process has started its kaleido browser
 
 
+@functools.cache
 def _export_server() -> None:
     """Start one kaleido browser for this process (plotly's ``write_image`` uses it when it runs)."""
-    if _SERVER:
-        return
     import kaleido
 
-    _SERVER.append(True)
     try:
         kaleido.start_sync_server(silence_warnings=True)
     except Exception as err:  # an older kaleido, or no event loop to spare: each export starts its own browser

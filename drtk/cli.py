@@ -9,7 +9,7 @@ from typing import Sequence
 from drtk.errors import DrtkError
 
 #: Subcommand modules; each exposes ``register(subparsers)`` which sets ``func`` on its parser.
-COMMANDS = ("directions", "train", "eval", "demo", "sweep")
+COMMANDS = ("directions", "train", "eval", "demo", "sweep", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,14 +7,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from drtk.evaluation.compare import config_name
 from drtk.evaluation.stats import pooled_over_refusal
 
 _COLORS = {"baseline": "#7f7f7f", "aligned": "#d62728", "deeprefusal": "#1f77b4", "adaptive": "#2ca02c"}
 
 
 def _color(name: str, i: int) -> str:
-    palette = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd"]
-    return _COLORS.get(name, palette[i % len(palette)])
+    """The demo's models keep their colours; repeats (``adaptive#seed1``) take their configuration's."""
+    palette = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    return _COLORS.get(config_name(name), palette[i % len(palette)])
 
 
 def asr_before_after(results: Mapping[str, Mapping[str, Any]], *, title: str = "") -> go.Figure:

@@ -1,0 +1,79 @@
+"""``drtk compare``: several evaluations side by side (e.g. defence options, or seeds of one configuration).
+
+Writes into ``--out``: ``comparison.csv`` (one row per run), ``spread.csv`` (mean, min and max over the runs of
+each configuration with repeats), ``comparison.md`` and figures (``asr_vs_over_refusal``: one point per run and
+attack; ``asr_bars``).
+
+Example:
+    drtk compare deeprefusal=runs/dr/eval adaptive#0=runs/ad0/eval adaptive#1=runs/ad1/eval --out runs/compare
+
+A label ``name#tag`` marks a repeat of the configuration ``name`` (seeds); a run given without a label is
+named after its folder.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from drtk.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("compare", help="evaluations side by side: a table, the spread over seeds, figures",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="[LABEL=]RESULTS",
+                   help="a results.json file or a `drtk eval --out` folder, optionally labelled")
+    p.add_argument("--attacks", default=None, help="comma-separated attack labels to show (default: all)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=run)
+
+
+def _labelled(spec: str) -> tuple[str, str]:
+    label, sep, path = spec.partition("=")
+    if not sep:
+        p = Path(spec)
+        label = (p.parent if p.name == "results.json" else p).name
+        return label, spec
+    if not label or not path:
+        raise ConfigError(f"expected LABEL=PATH or PATH, got {spec!r}")
+    return label, path
+
+
+def run(args: argparse.Namespace) -> int:
+    from drtk.evaluation.compare import comparison_markdown, comparison_table, load_results, spread_table
+    from drtk.viz import save_figure
+    from drtk.viz.story import asr_before_after, asr_vs_over_refusal
+
+    results: dict[str, Any] = {}
+    for spec in args.runs:
+        label, path = _labelled(spec)
+        if label in results:
+            raise ConfigError(f"run label {label!r} given twice; label runs as NAME=PATH (repeats as NAME#1=..., NAME#2=...)")
+        results[label] = load_results(path)
+    attacks = tuple(a.strip() for a in args.attacks.split(",")) if args.attacks else None
+    if attacks:
+        unknown = [a for a in attacks if not any(a in res["attacks"] for res in results.values())]
+        if unknown:
+            known = sorted({a for res in results.values() for a in res["attacks"]})
+            raise ConfigError(f"no run has attack(s) {unknown}; available: {known}")
+    table = comparison_table(results, attacks=attacks)
+    spread = spread_table(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "comparison.csv", index=False)
+    if not spread.empty:
+        spread.to_csv(args.out / "spread.csv")
+    judge = next(iter(results.values()))["judge"]["name"]
+    (args.out / "comparison.md").write_text(comparison_markdown(table, spread, judge=judge))
+    shown = {k: {**v, "attacks": {a: x for a, x in v["attacks"].items() if attacks is None or a in attacks}}
+             for k, v in results.items()}
+    # default: the attacks that decide a defence (fresh, per-layer, transferred direction, prefill)
+    tradeoff = asr_vs_over_refusal(shown, attacks=attacks) if attacks else asr_vs_over_refusal(shown)
+    save_figure(tradeoff, args.out / "figures", "asr_vs_over_refusal")
+    save_figure(asr_before_after(shown, title="Attack success per run (95% Wilson intervals)"), args.out / "figures",
+                "asr_bars")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    logger.info("wrote %s", args.out)
+    return 0

@@ -1,0 +1,86 @@
+import json
+import math
+
+import pytest
+
+from drtk.errors import DataError
+from drtk.evaluation.compare import comparison_markdown, comparison_table, load_results, spread_table
+
+
+def _rate(k, n):
+    return {"rate": k / n, "ci_low": 0.0, "ci_high": 1.0, "n": n, "k": k, "judge": "keyword"}
+
+
+def _doc(asr: dict, over: tuple[int, int], kl: float, judge="keyword"):
+    attacks = {label: {"attack": label.split("[")[0], "params": {}, "asr": k / 20, "ci_low": 0.0, "ci_high": 1.0, "n": 20,
+                       "k": k, "judge": judge, "kl": None, "seconds": 1.0, "forward_passes": 1}
+               for label, k in asr.items()}
+    return {"schema_version": 1, "drtk_version": "0", "model": "m", "reference": None, "judge": {"name": judge},
+            "generation": {"max_new_tokens": 64}, "prompts": {}, "contamination": {}, "attacks": attacks,
+            "over_refusal": {"harmless": _rate(over[0], 10), "borderline": _rate(over[1], 10)},
+            "capability": {"kl": kl}, "comparisons": {}}
+
+
+def test_table_rows_and_spread_over_repeats():
+    runs = {"dr": _doc({"none": 0, "fresh": 16}, (2, 4), 0.1),
+            "ad#1": _doc({"none": 1, "fresh": 4}, (5, 5), 0.2),
+            "ad#2": _doc({"none": 0, "fresh": 8, "extra": 3}, (3, 7), 0.4)}
+    table = comparison_table(runs)
+    assert list(table["run"]) == ["dr", "ad#1", "ad#2"] and list(table["config"]) == ["dr", "ad", "ad"]
+    assert list(table["fresh"]) == [0.8, 0.2, 0.4]
+    assert math.isnan(table.loc[0, "extra"]) and table.loc[2, "extra"] == 0.15
+    assert table.loc[1, "over-refusal pooled"] == 0.5 and table.loc[2, "over-refusal borderline"] == 0.7
+    spread = spread_table(table)
+    assert list(spread.index) == ["ad"]  # dr has one run: no spread
+    assert spread.loc["ad", ("runs", "")] == 2
+    assert spread.loc["ad", ("fresh", "mean")] == pytest.approx(0.3)
+    assert (spread.loc["ad", ("fresh", "min")], spread.loc["ad", ("fresh", "max")]) == (0.2, 0.4)
+    assert spread.loc["ad", ("kl", "mean")] == pytest.approx(0.3)
+    md = comparison_markdown(table, spread, judge="keyword")
+    assert "| ad#2 | 0% | 40% | 15% | 30% | 70% | 50% | 0.400 |" in md
+    assert "| ad | 2 | 2% (0%–5%) | 30% (20%–40%) | 15% (15%–15%)" in md
+
+
+def test_only_chosen_attacks_and_errors():
+    runs = {"a": _doc({"none": 0, "fresh": 16}, (2, 4), 0.1), "b": _doc({"none": 2}, (0, 0), 0.0)}
+    assert [c for c in comparison_table(runs, attacks=("fresh",)).columns][:3] == ["run", "config", "fresh"]
+    assert spread_table(comparison_table(runs)).empty
+    with pytest.raises(DataError, match="nothing to compare"):
+        comparison_table({})
+    with pytest.raises(DataError, match="different judges"):
+        comparison_table({"a": runs["a"], "c": _doc({"none": 0}, (0, 0), 0.0, judge="llamaguard")})
+
+
+def test_load_results_from_folder_or_file_and_clear_errors(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(_doc({"none": 0}, (0, 1), 0.0)))
+    assert load_results(tmp_path / "run")["model"] == "m"
+    assert load_results(tmp_path / "run" / "results.json")["model"] == "m"
+    with pytest.raises(DataError, match="no evaluation results"):
+        load_results(tmp_path / "missing")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DataError, match="not JSON"):
+        load_results(tmp_path / "bad.json")
+    (tmp_path / "wrong.json").write_text(json.dumps({"model": "m"}))
+    with pytest.raises(DataError, match="schema"):
+        load_results(tmp_path / "wrong.json")
+
+
+def test_compare_command_writes_tables_and_figures(tmp_path, capsys):
+    from drtk.cli import main
+
+    for name, k in (("dr", 16), ("ad1", 4), ("ad2", 8)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(_doc({"none": 0, "fresh-ablation[strength=1.0]": k}, (2, 4), 0.1)))
+    out = tmp_path / "cmp"
+    rc = main(["compare", str(tmp_path / "dr"), f"ad#1={tmp_path / 'ad1'}", f"ad#2={tmp_path / 'ad2' / 'results.json'}",
+               "--out", str(out)])
+    assert rc == 0
+    assert (out / "comparison.csv").read_text().splitlines()[1].startswith("dr,dr,")
+    assert "| ad | 2 |" in (out / "comparison.md").read_text() and (out / "spread.csv").exists()
+    assert (out / "figures" / "asr_vs_over_refusal.html").exists() and (out / "figures" / "asr_bars.html").exists()
+    assert main(["compare", f"x={tmp_path / 'dr'}", f"x={tmp_path / 'ad1'}", "--out", str(out)]) != 0
+    assert "given twice" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "dr"), "--attacks", "gcg", "--out", str(out)]) != 0
+    assert "available" in capsys.readouterr().err
+    assert main(["compare", "=nothing", "--out", str(out)]) != 0

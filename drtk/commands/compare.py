@@ -45,7 +45,7 @@ def _labelled(spec: str) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     from drtk.evaluation.compare import comparison_markdown, comparison_table, load_results, spread_table
     from drtk.viz import save_figure
-    from drtk.viz.story import asr_before_after, asr_vs_over_refusal
+    from drtk.viz.story import TRADEOFF_ATTACKS, asr_before_after, asr_vs_over_refusal, tradeoff_panels
 
     results: dict[str, Any] = {}
     for spec in args.runs:
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             known = sorted({a for res in results.values() for a in res["attacks"]})
             raise ConfigError(f"no run has attack(s) {unknown}; available: {known}")
-    table = comparison_table(results, attacks=attacks)
+    listed = attacks or tuple(dict.fromkeys(a for res in results.values() for a in res["attacks"]))
+    table = comparison_table(results, attacks=listed)
     spread = spread_table(table)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "comparison.csv", index=False)
@@ -67,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
         spread.to_csv(args.out / "spread.csv")
     judge = next(iter(results.values()))["judge"]["name"]
     (args.out / "comparison.md").write_text(comparison_markdown(table, spread, judge=judge))
-    shown = {k: {**v, "attacks": {a: x for a, x in v["attacks"].items() if attacks is None or a in attacks}}
-             for k, v in results.items()}
-    # default: the attacks that decide a defence (fresh, per-layer, transferred direction, prefill)
-    tradeoff = asr_vs_over_refusal(shown, attacks=attacks) if attacks else asr_vs_over_refusal(shown)
-    save_figure(tradeoff, args.out / "figures", "asr_vs_over_refusal")
-    save_figure(asr_before_after(shown, title="Attack success per run (95% Wilson intervals)"), args.out / "figures",
-                "asr_bars")
+    shown = {k: {**v, "attacks": {a: x for a, x in v["attacks"].items() if a in listed}} for k, v in results.items()}
+    # the attacks that decide a defence (fresh, per-layer, transferred direction, prefill), where given
+    decisive = tuple(a for a in TRADEOFF_ATTACKS if a in listed) or listed[:4]
+    figures = args.out / "figures"
+    save_figure(tradeoff_panels(table, decisive), figures, "tradeoff")
+    save_figure(asr_vs_over_refusal(shown, attacks=decisive), figures, "asr_vs_over_refusal")
+    save_figure(asr_before_after(shown, title="Attack success per run (95% Wilson intervals)"), figures, "asr_bars")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     logger.info("wrote %s", args.out)
     return 0

@@ -3,6 +3,7 @@
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
@@ -125,4 +126,33 @@ def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str 
         fig.update_xaxes(title_text=x_title, row=1, col=col)
     fig.update_yaxes(title_text="projection onto the refusal direction", row=1, col=1)
     fig.update_layout(title=title, width=420 * len(panels) + 200, height=460)
+    return fig
+
+
+def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATTACKS) -> go.Figure:
+    """One panel per attack: each configuration as one labelled point, its attack success against its pooled
+    over-refusal. Repeated runs of a configuration (``name#tag``) give the mean with a min–max bar.
+
+    Args:
+        table: :func:`~drtk.evaluation.compare.comparison_table` output.
+        attacks: its attack columns to draw (those missing from the table are skipped).
+    """
+    attacks = tuple(a for a in attacks if a in table.columns)
+    fig = make_subplots(rows=1, cols=max(len(attacks), 1), subplot_titles=list(attacks), shared_yaxes=True)
+    over = "over-refusal pooled"
+    for i, (config, rows) in enumerate(table.groupby("config", sort=False)):
+        x = rows[over]
+        for col, attack in enumerate(attacks, start=1):
+            y = rows[attack]
+            fig.add_trace(go.Scatter(
+                x=[x.mean()], y=[y.mean()], mode="markers+text", text=[f"{config} ×{len(rows)}" if len(rows) > 1 else config],
+                textposition="top center", name=config, legendgroup=config, showlegend=col == 1,
+                marker=dict(size=12, color=_color(config, i)),
+                error_x=dict(type="data", symmetric=False, array=[x.max() - x.mean()], arrayminus=[x.mean() - x.min()]),
+                error_y=dict(type="data", symmetric=False, array=[y.max() - y.mean()], arrayminus=[y.mean() - y.min()]),
+            ), row=1, col=col)
+            fig.update_xaxes(title_text="over-refusal (benign)", range=[-0.05, 1.05], tickformat=".0%", row=1, col=col)
+    fig.update_yaxes(title_text="attack success rate", range=[-0.05, 1.1], tickformat=".0%", row=1, col=1)
+    fig.update_layout(title="Attack success vs over-refusal, one point per configuration (repeats: mean, min–max)",
+                      width=330 * max(len(attacks), 1) + 220, height=480)
     return fig

@@ -78,9 +78,22 @@ def test_compare_command_writes_tables_and_figures(tmp_path, capsys):
     assert rc == 0
     assert (out / "comparison.csv").read_text().splitlines()[1].startswith("dr,dr,")
     assert "| ad | 2 |" in (out / "comparison.md").read_text() and (out / "spread.csv").exists()
-    assert (out / "figures" / "asr_vs_over_refusal.html").exists() and (out / "figures" / "asr_bars.html").exists()
+    assert {p.name for p in (out / "figures").glob("*.html")} == {"tradeoff.html", "asr_vs_over_refusal.html", "asr_bars.html"}
     assert main(["compare", f"x={tmp_path / 'dr'}", f"x={tmp_path / 'ad1'}", "--out", str(out)]) != 0
     assert "given twice" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "dr"), "--attacks", "gcg", "--out", str(out)]) != 0
     assert "available" in capsys.readouterr().err
     assert main(["compare", "=nothing", "--out", str(out)]) != 0
+
+
+def test_tradeoff_panels_draw_each_configuration_once_with_its_range():
+    from drtk.viz.story import tradeoff_panels
+
+    runs = {"dr": _doc({"fresh": 16}, (2, 4), 0.1), "ad#1": _doc({"fresh": 4}, (5, 5), 0.2),
+            "ad#2": _doc({"fresh": 8}, (3, 7), 0.4)}
+    fig = tradeoff_panels(comparison_table(runs), ("fresh", "not-there"))
+    assert [t.name for t in fig.data] == ["dr", "ad"]
+    ad = fig.data[1]
+    assert ad.x[0] == pytest.approx(0.5) and ad.y[0] == pytest.approx(0.3) and ad.text[0] == "ad ×2"
+    assert ad.error_y.array[0] == pytest.approx(0.1) and ad.error_y.arrayminus[0] == pytest.approx(0.1)
+    assert fig.data[0].error_x.array[0] == 0

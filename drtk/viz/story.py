@@ -140,12 +140,14 @@ def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATT
     attacks = tuple(a for a in attacks if a in table.columns)
     fig = make_subplots(rows=1, cols=max(len(attacks), 1), subplot_titles=list(attacks), shared_yaxes=True)
     over = "over-refusal pooled"
-    for i, (config, rows) in enumerate(table.groupby("config", sort=False)):
+    groups = table.groupby("config", sort=False)
+    mode = "markers+text" if groups.ngroups <= 4 else "markers"  # more labels overlap: the legend names them
+    for i, (config, rows) in enumerate(groups):
         x = rows[over]
         for col, attack in enumerate(attacks, start=1):
             y = rows[attack]
             fig.add_trace(go.Scatter(
-                x=[x.mean()], y=[y.mean()], mode="markers+text", text=[f"{config} ×{len(rows)}" if len(rows) > 1 else config],
+                x=[x.mean()], y=[y.mean()], mode=mode, text=[f"{config} ×{len(rows)}" if len(rows) > 1 else config],
                 textposition="top center", name=config, legendgroup=config, showlegend=col == 1,
                 marker=dict(size=12, color=_color(config, i)),
                 error_x=dict(type="data", symmetric=False, array=[x.max() - x.mean()], arrayminus=[x.mean() - x.min()]),

@@ -23,6 +23,10 @@ def _color(name: str, i: int) -> str:
 def asr_before_after(results: Mapping[str, Mapping[str, Any]], *, title: str = "") -> go.Figure:
     """Grouped bars: ASR (95% Wilson interval) per attack setting, one bar colour per model.
 
+    Where a result carries the coherence check (``attacks[...]["coherence"]``), the solid part of a bar is
+    the coherent ASR and the pale rest the successes that are loops or word salad, so a broken model's
+    gibberish is not read as a working attack.
+
     Args:
         results: model label -> a ``results.json`` document.
     """
@@ -30,17 +34,28 @@ def asr_before_after(results: Mapping[str, Mapping[str, Any]], *, title: str = "
     for res in results.values():
         labels += [a for a in res["attacks"] if a not in labels]
     fig = go.Figure()
+    any_coherence = False
     for i, (name, res) in enumerate(results.items()):
         att = res["attacks"]
         y = [att[a]["asr"] if a in att else None for a in labels]
         lo = [att[a]["asr"] - att[a]["ci_low"] if a in att else 0 for a in labels]
         hi = [att[a]["ci_high"] - att[a]["asr"] if a in att else 0 for a in labels]
-        fig.add_trace(go.Bar(x=labels, y=y, name=name, marker_color=_color(name, i),
+        coherent = [att[a]["coherence"]["rate"] if "coherence" in att.get(a, {}) else None for a in labels]
+        has = any(c is not None for c in coherent)
+        any_coherence |= has
+        fig.add_trace(go.Bar(x=labels, y=y, name=name, marker_color=_color(name, i), opacity=0.4 if has else 1.0,
+                             offsetgroup=str(i), legendgroup=name,
                              error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo)))
+        if has:
+            fig.add_trace(go.Bar(x=labels, y=coherent, name=f"{name}, coherent", marker_color=_color(name, i),
+                                 offsetgroup=str(i), legendgroup=name, showlegend=False,
+                                 hovertemplate="%{x}: coherent %{y:.0%}<extra>" + name + "</extra>"))
     judge = next(iter(results.values()))["judge"]["name"]
+    subtitle = "<br><sup>solid: coherent successes; pale: successes that are loops or word salad</sup>"
     fig.update_layout(barmode="group", yaxis=dict(title=f"attack success rate ({judge} judge)", range=[0, 1.05]),
-                      title=title or "Attack success before and after rebuilding refusal (95% Wilson intervals)",
-                      width=1200, height=520, xaxis_tickangle=-30)
+                      title=(title or "Attack success before and after rebuilding refusal (95% Wilson intervals)")
+                      + (subtitle if any_coherence else ""),
+                      width=1200, height=540, xaxis_tickangle=-30)
     return fig
 
 

@@ -43,3 +43,14 @@ def test_html_only_skips_static_copies_and_restores_them(tmp_path, monkeypatch):
     assert [p.name for p in written] == ["inside.html"] and not exported
     written = core.save_figure(fig, tmp_path, "after")
     assert [p.name for p in written] == ["after.html", "after.png", "after.svg"] and len(exported) == 2
+
+
+def test_asr_before_after_draws_coherent_share_over_each_models_bar():
+    from drtk.viz.story import asr_before_after
+
+    looped = _row("per-layer-ablation", 1.0) | {"coherence": {"rate": 0.25}}
+    fig = asr_before_after({"aligned": {"judge": {"name": "keyword"}, "attacks": {"per-layer[k=1]": looped}},
+                            "plain": {"judge": {"name": "keyword"}, "attacks": {"per-layer[k=1]": _row("none", 0.5)}}})
+    names = [(t.name, t.y[0], t.offsetgroup) for t in fig.data]
+    assert names == [("aligned", 1.0, "0"), ("aligned, coherent", 0.25, "0"), ("plain", 0.5, "1")]
+    assert fig.data[0].opacity < 1 and fig.data[2].opacity == 1 and "coherent" in fig.layout.title.text

@@ -42,6 +42,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--decision-tokens", type=int, default=None,
                    help="the first N learned tokens of each response (where refusal is decided) weigh more")
     p.add_argument("--decision-weight", type=float, default=None, help="their loss weight (with --decision-tokens)")
+    p.add_argument("--train-from-layer", type=int, default=None,
+                   help="train only blocks L and up (the embedding and lower blocks stay frozen)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--lora", dest="lora", action="store_true", default=None, help="LoRA adapters (default)")
     mode.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
@@ -83,7 +85,8 @@ def _config(args: argparse.Namespace) -> Any:
     for flag, fld in (("steps", "steps"), ("batch_size", "batch_size"), ("micro_batch_size", "micro_batch_size"),
                       ("lr", "lr"), ("lora", "lora"), ("seed", "seed"),
                       ("benign_weight", "benign_weight"), ("harmful_weight", "harmful_weight"),
-                      ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight")):
+                      ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight"),
+                      ("train_from_layer", "train_from_layer")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
     sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region)) if v is not None}

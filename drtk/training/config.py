@@ -40,6 +40,10 @@ class TrainConfig:
         lora: LoRA adapters (peft) instead of full fine-tuning.
         lora_r, lora_alpha, lora_dropout: LoRA shape (paper: r = alpha = 16).
         lora_targets: ``"all-linear"`` (every linear layer of the decoder) or leaf names (``q_proj``...).
+        train_from_layer: train only blocks ``train_from_layer`` and up (and the final norm); the embedding
+            and lower blocks stay frozen (None: every block). The refusal decision must then be read off
+            the representation the model already has at that depth, instead of being rebuilt from
+            surface cues in the lower layers.
         loss_reduction: per-sample loss: ``sum`` over its response tokens (the paper) or ``mean``.
         benign_weight, harmful_weight: the group weights (paper 0.8 / 0.2); each group's per-sample
             losses are averaged over the group's examples in the step's whole batch.
@@ -78,6 +82,7 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_targets: "str | tuple[str, ...]" = "all-linear"
+    train_from_layer: "int | None" = None
     loss_reduction: str = "sum"
     benign_weight: float = 0.8
     harmful_weight: float = 0.2
@@ -113,6 +118,8 @@ class TrainConfig:
             raise bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise bad("max_grad_norm", f"must be > 0 or None (no clipping), got {self.max_grad_norm}")
+        if self.train_from_layer is not None and self.train_from_layer < 0:
+            raise bad("train_from_layer", f"must be >= 0 or None (every block), got {self.train_from_layer}")
         if not 0 <= self.lora_dropout < 1:
             raise bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
         if self.loss_reduction not in ("sum", "mean"):

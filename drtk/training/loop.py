@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from contextlib import nullcontext
@@ -56,8 +57,18 @@ class Callback:
         return None
 
 
-def lora_target_names(hf: torch.nn.Module, targets: "str | Sequence[str]") -> list[str]:
-    """Full module names of the decoder's linear layers to adapt.
+_BLOCK_INDEX = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
+
+
+def block_index(name: str) -> "int | None":
+    """The decoder block a module or parameter name belongs to (``model.layers.12.mlp...`` → 12), or None
+    for the embedding, final norm and head."""
+    found = _BLOCK_INDEX.search(name)
+    return int(found.group(1)) if found else None
+
+
+def lora_target_names(hf: torch.nn.Module, targets: "str | Sequence[str]", from_layer: "int | None" = None) -> list[str]:
+    """Full module names of the decoder's linear layers to adapt (in blocks ``from_layer`` and up).
 
     The bridge wraps every HF module in place (``q_proj._original_component`` is the real ``Linear``), so
     peft's name matching is given the full names of the wrapped ``Linear`` modules. The output head is
@@ -67,11 +78,15 @@ def lora_target_names(hf: torch.nn.Module, targets: "str | Sequence[str]") -> li
     for name, mod in hf.named_modules():
         if not isinstance(mod, torch.nn.Linear) or "lm_head" in name:
             continue
+        block = block_index(name)
+        if from_layer is not None and (block is None or block < from_layer):
+            continue
         leaf = [p for p in name.split(".") if p != "_original_component"][-1]
         if targets == "all-linear" or leaf in targets:
             out.append(name)
     if not out:
-        raise ConfigError(f"TrainConfig.lora_targets={targets!r} matched no linear layer of the model")
+        raise ConfigError(f"TrainConfig.lora_targets={targets!r} (train_from_layer={from_layer}) matched no linear "
+                          "layer of the model")
     return out
 
 
@@ -199,19 +214,27 @@ class Trainer:
 
     def _setup_params(self) -> Any:
         cfg, hf = self.config, self.model.hf
+        if cfg.train_from_layer is not None and cfg.train_from_layer >= self.model.n_layers:
+            raise ConfigError(f"TrainConfig.train_from_layer={cfg.train_from_layer} is past the model's last block "
+                              f"({self.model.n_layers - 1})")
         if not cfg.lora:
             dtype = next(hf.parameters()).dtype
             if dtype in (torch.float16, torch.bfloat16):
                 logger.warning("full fine-tuning of %s weights: AdamW updates smaller than the weights' precision are "
                                "lost; load the model in float32 (mixed precision runs the forward in bf16)", dtype)
-            hf.requires_grad_(True)
+            hf.requires_grad_(cfg.train_from_layer is None)
+            if cfg.train_from_layer is not None:
+                for name, p in hf.named_parameters():
+                    block = block_index(name)
+                    # the final norm trains with the upper blocks; the (often tied) embedding stays frozen
+                    p.requires_grad_(block >= cfg.train_from_layer if block is not None else ".norm." in name)
             return None
         from peft import LoraConfig, get_peft_model
 
         if hasattr(hf, "peft_config"):
             raise TrainingError("this model already carries LoRA adapters; load a fresh model to train again")
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=lora_target_names(hf, cfg.lora_targets), bias="none")
+                          target_modules=lora_target_names(hf, cfg.lora_targets, cfg.train_from_layer), bias="none")
         # peft injects the adapters into `hf` in place; the bridge keeps firing its hooks around them.
         # Its initialisation draws from the global RNG: shield that, then re-draw A from our own generator
         # (peft's kaiming-uniform bound, 1/sqrt(fan_in); B stays zero) so runs are reproducible.

@@ -85,6 +85,24 @@ def test_history_has_metrics_and_realized_rate():
                for layer in range(3) for p in ("resid_pre", "attn_out", "mlp_out"))  # no hook left behind
 
 
+@pytest.mark.parametrize("lora", [True, False])
+def test_train_from_layer_freezes_the_embedding_and_lower_blocks(lora):
+    model = load_model("drtk-tiny-chat")  # 3 blocks
+    before = {n: p.detach().clone() for n, p in model.hf.named_parameters()}
+    Trainer(model, _data(), _cfg("refusal", steps=2, lora=lora, train_from_layer=2)).train()
+    after = dict(model.hf.named_parameters())
+    trained = {n for n, p in after.items() if p.requires_grad}
+    assert trained and all(".layers.2." in n or (not lora and n.startswith("model.norm.")) for n in trained)
+    base = {n: n.replace(".base_layer", "") for n in after}  # peft renames the weights it wraps
+    changed = {n for n in after if base[n] not in before or not torch.equal(before[base[n]], after[n].detach())}
+    assert changed and changed <= trained  # frozen weights, embedding included, are untouched (LoRA: new only)
+    assert not any(".layers.0." in n or ".layers.1." in n or "embed" in n for n in changed)
+    with pytest.raises(ConfigError, match="past the model's last block"):
+        Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal", train_from_layer=3))
+    with pytest.raises(ConfigError, match="train_from_layer"):
+        _cfg("refusal", train_from_layer=-1)
+
+
 def test_gradient_accumulation_matches_one_big_batch():
     a, b = load_model("drtk-tiny-chat"), load_model("drtk-tiny-chat")
     Trainer(a, _data(), _cfg("refusal", steps=2, micro_batch_size=1, lr=1e-3)).train()

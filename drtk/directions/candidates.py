@@ -144,3 +144,27 @@ def projections_by_layer(
     r = direction.float().cpu()
     r = r / r.norm(dim=-1, keepdim=True)
     return torch.einsum("bld,...ld->bl", acts, r if r.ndim == 2 else r[None].expand(acts.shape[1], -1))
+
+
+def probe_ceiling(
+    model: Any,
+    harmful: Sequence[str],
+    benign: Sequence[str],
+    harmful_test: Sequence[str],
+    benign_tests: "dict[str, Sequence[str]]",
+    *,
+    position: int = -1,
+    layers: "Sequence[int] | None" = None,
+    batch_size: int = 32,
+) -> Any:
+    """:func:`~drtk.directions.separation.probe_by_layer` on the model's own residual stream (block input at
+    one post-instruction position): logistic probes fitted on ``harmful`` vs ``benign`` prompts, read on the
+    held-out ones. One row per layer (a ``pandas.DataFrame``)."""
+    from drtk.directions.separation import probe_by_layer
+
+    def acts(prompts: Sequence[str]) -> Tensor:
+        return collect_post_instruction(model, prompts, batch_size=batch_size, reduce="none")[:, position]
+
+    return probe_by_layer(acts(harmful), acts(benign), acts(harmful_test),
+                          {name: acts(prompts) for name, prompts in benign_tests.items()}, layers=layers)
+

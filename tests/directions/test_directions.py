@@ -14,6 +14,8 @@ from drtk.directions import (
     find_direction,
     per_layer_directions,
     per_layer_subspaces,
+    probe_by_layer,
+    probe_ceiling,
     projections_by_layer,
     refusal_score,
 )
@@ -110,6 +112,30 @@ def test_auroc_known_values():
     assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 0.0
     assert auroc(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0])) == 0.5
     assert auroc(torch.tensor([1.0]), torch.tensor([1.0])) == 0.5
+
+
+def test_probe_reads_a_planted_feature_at_its_layer_only():
+    gen = torch.Generator().manual_seed(0)
+
+    def draw(n, label):  # 2 layers, 16 dims; layer 1 carries the label on dim 3, layer 0 is noise
+        x = torch.randn(n, 2, 16, generator=gen)
+        x[:, 1, 3] += 3.0 if label else -3.0
+        return x
+
+    t = probe_by_layer(draw(60, 1), draw(90, 0), draw(40, 1), {"benign": draw(40, 0), "border": draw(30, 0)})
+    assert list(t.layer) == [0, 1]
+    signal, noise = t.iloc[1], t.iloc[0]
+    assert signal["flagged:positive"] >= 0.95 and signal["flagged:benign"] <= 0.05 and signal["auroc:border"] >= 0.99
+    assert 0.2 <= noise["auroc:benign"] <= 0.8  # nothing to read at layer 0: near chance on held-out data
+    with pytest.raises(ValueError, match="at least one positive"):
+        probe_by_layer(draw(0, 1), draw(5, 0), draw(3, 1), {"b": draw(3, 0)})
+
+
+def test_probe_ceiling_on_tiny_model(tiny):
+    t = probe_ceiling(tiny, HARMFUL[:6], HARMLESS[:6], HARMFUL[6:10], {"harmless": HARMLESS[6:10]}, layers=[0, 2],
+                      batch_size=4)
+    assert list(t.layer) == [0, 2] and t["flagged:positive"].between(0, 1).all()
+    assert {"flagged:harmless", "auroc:harmless"} <= set(t.columns)
 
 
 def test_find_direction_on_tiny_model(tiny):

@@ -5,6 +5,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--top-k", type=int, default=24, help="candidates scored fully (0 = all)")
     p.add_argument("--verify-top", type=int, default=4,
                    help="re-rank this many lowest-bypass candidates by refusals in generated completions (0 = off)")
+    p.add_argument("--probe", action="store_true",
+                   help="also fit a logistic probe per layer on the fit split and read it on the test split "
+                        "(probe.csv: the refusal / over-refusal a linear read-out of the model reaches)")
+    p.add_argument("--borderline", default=None,
+                   help="with --probe: borderline-benign prompts (e.g. the shipped 'borderline') as extra negatives")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.set_defaults(func=run)
@@ -35,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     from drtk.commands.common import load_model_from_args, write_json
     from drtk.data import load_prompts, split_prompts
-    from drtk.directions import SelectionConfig, auroc, auroc_by_layer, find_direction, projections_by_layer
+    from drtk.directions import (SelectionConfig, auroc, auroc_by_layer, find_direction, probe_ceiling,
+                                 projections_by_layer)
     from drtk.viz import (cosine_heatmap_layers, cosine_heatmap_positions, projection_by_layer, save_figure,
                           selection_scores)
 
@@ -86,8 +93,35 @@ def run(args: argparse.Namespace) -> int:
         "refusal_rate_val": d.metadata["refusal_rate_val"],
         "test_auroc": test_auroc, "test_auroc_by_layer": auroc_by_layer(ph, pb), "seconds": time.time() - t0,
     }
+    if args.probe:
+        summary["probe"] = _probe(args, model, harmful, harmless, d.position, out, probe_ceiling)
     write_json(out / "summary.json", summary)
     logger.info("selected %s position %d: bypass %.2f, induce %.2f, KL %.3f; held-out AUROC %.3f (%.0f s)",
                 d.site, d.position, summary["bypass"], summary["induce"], summary["kl"], test_auroc, summary["seconds"])
     print(json.dumps({k: v for k, v in summary.items() if k != "test_auroc_by_layer"}, indent=2))
     return 0
+
+
+def _probe(args: argparse.Namespace, model: Any, harmful: dict, harmless: dict, position: int, out: Path,
+           probe_ceiling: Any) -> dict:
+    """Logistic probes per layer (fit split) read on the test split; ``probe.csv`` and the best layer."""
+    from drtk.data import load_prompts, split_prompts
+
+    negatives = list(harmless["fit"].head(args.n_fit).prompts)
+    tests = {"harmless": list(harmless["test"].head(args.n_test).prompts)}
+    if args.borderline:
+        border = split_prompts(load_prompts(args.borderline), seed=args.seed)
+        border["test"].require_nonempty("the borderline test split")
+        negatives += list(border["fit"].head(args.n_fit).prompts)
+        tests["borderline"] = list(border["test"].head(args.n_test).prompts)
+    table = probe_ceiling(model, list(harmful["fit"].head(args.n_fit).prompts), negatives,
+                          list(harmful["test"].head(args.n_test).prompts), tests, position=position,
+                          batch_size=args.batch_size)
+    table.to_csv(out / "probe.csv", index=False)
+    worst = table[[f"auroc:{name}" for name in tests]].min(axis=1)
+    best = table.loc[worst.idxmax()]
+    logger.info("probe: best at layer %d (held-out AUROC %.3f): flags %.0f%% of harmful, %s", best["layer"],
+                worst.max(), 100 * best["flagged:positive"],
+                ", ".join(f"{100 * best[f'flagged:{n}']:.0f}% of {n}" for n in tests))
+    return {"position": position, **{k: (int(v) if k == "layer" else float(v)) for k, v in best.items()}}
+

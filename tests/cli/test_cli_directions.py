@@ -9,7 +9,7 @@ from drtk.directions import Direction
 def test_directions_command_writes_artifacts(tmp_path):
     out = tmp_path / "dirs"
     rc = main(["directions", "--model", "drtk-tiny-chat", "--out", str(out), "--n-fit", "8", "--n-val", "4",
-               "--n-test", "6", "--top-k", "2", "--batch-size", "4"])
+               "--n-test", "6", "--top-k", "2", "--batch-size", "4", "--probe", "--borderline", "borderline"])
     assert rc == 0
     for name in ("direction.safetensors", "direction.json", "candidates.safetensors", "candidates.json",
                  "selection.csv", "summary.json"):
@@ -21,6 +21,10 @@ def test_directions_command_writes_artifacts(tmp_path):
     assert d.layer == summary["layer"] and 0.0 <= summary["test_auroc"] <= 1.0
     table = pd.read_csv(out / "selection.csv")
     assert table.selected.sum() == 1
+    probe = pd.read_csv(out / "probe.csv")
+    assert list(probe.layer) == list(range(d.n_layers))
+    assert {"flagged:positive", "flagged:harmless", "flagged:borderline", "auroc:borderline"} <= set(probe.columns)
+    assert summary["probe"]["layer"] in set(probe.layer) and 0 <= summary["probe"]["flagged:borderline"] <= 1
 
 
 def test_bad_model_name_is_a_clean_error(tmp_path, capsys):

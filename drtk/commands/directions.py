@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _probe(args: argparse.Namespace, model: Any, harmful: dict, harmless: dict, position: int, out: Path,
            probe_ceiling: Any) -> dict:
-    """Logistic probes per layer (fit split) read on the test split; ``probe.csv`` and the best layer."""
+    """Logistic probes per layer (fit split) read on the test split; ``probe.csv`` and the best layer.
+
+    The best layer (highest worst-case AUROC) is picked on the same held-out prompts it is read on, so its
+    row is an optimistic ceiling; ``probe.csv`` keeps every layer's."""
     from drtk.data import load_prompts, split_prompts
 
     negatives = list(harmless["fit"].head(args.n_fit).prompts)

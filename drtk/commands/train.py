@@ -56,6 +56,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline prompts (train, then fit split)")
     p.add_argument("--borderline-repeat", type=int, default=None,
                    help="each borderline-benign example appears this many times (against over-refusal)")
+    p.add_argument("--refusal-text", default=None,
+                   help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,
                    help="training examples as JSON lines (fields of drtk.training.Example, e.g. a run's data.jsonl) "
                         "instead of generating them")
@@ -98,7 +100,8 @@ def _config(args: argparse.Namespace) -> Any:
             mode = "gated"  # separate knobs asked for: leave the paper's single-p mode
         over["schedule"] = AblationSchedule.from_dict({**base.schedule.to_dict(), **sched, "mode": mode})
     data = {k: v for k, v in (("max_response_tokens", args.max_response_tokens),
-                              ("borderline_repeat", args.borderline_repeat)) if v is not None}
+                              ("borderline_repeat", args.borderline_repeat),
+                              ("refusal_text", args.refusal_text)) if v is not None}
     if data:
         over["data"] = replace(base.data, **data)
     return replace(base, **over) if over else base

@@ -185,6 +185,9 @@ class DataConfig:
         recovery_tokens: inclusive (low, high) range of harmful prefix lengths in tokens.
         refusal_source: ``"auto"`` (the model's own refusal where it refuses, else a shipped one),
             ``"model"`` (the same, logged when it falls back) or ``"shipped"`` (always the shipped texts).
+        refusal_text: one refusal for every harmful prompt (refusal and recovery examples) instead of
+            ``refusal_source``: the loss on harmful prompts then falls on the decision to refuse rather than
+            on which of many refusals to write.
         prefix_source: harmful prefixes from the model ``"ablated"`` (its refusal direction ablated;
             needs a direction) or ``"plain"`` (as it is, for a still-unaligned model); ignored when
             ``harmful_answers`` are passed.
@@ -198,6 +201,7 @@ class DataConfig:
     recovery: bool = False
     recovery_tokens: tuple[int, int] = (20, 25)
     refusal_source: str = "auto"
+    refusal_text: "str | None" = None
     prefix_source: str = "ablated"
     generation_batch_size: int = 32
     borderline_repeat: int = 1
@@ -211,6 +215,8 @@ class DataConfig:
             raise ConfigError(f"DataConfig.recovery_tokens must be (low, high) with 1 <= low <= high, got {self.recovery_tokens}")
         if self.refusal_source not in ("auto", "model", "shipped"):
             raise ConfigError(f"DataConfig.refusal_source must be auto, model or shipped, got {self.refusal_source!r}")
+        if self.refusal_text is not None and not self.refusal_text.strip():
+            raise ConfigError("DataConfig.refusal_text must be a non-empty text or None")
         if self.prefix_source not in ("ablated", "plain"):
             raise ConfigError(f"DataConfig.prefix_source must be ablated or plain, got {self.prefix_source!r}")
         if self.generation_batch_size < 1:
@@ -369,11 +375,15 @@ def build_training_set(
                                      complete=[complete[i] for i in keep])
             examples += found * (cfg.borderline_repeat if kind == "borderline" else 1)
 
-    refusals = shipped_refusals(categories, rng)
+    def refusals_for(cats: "Sequence[str | None]") -> list[str]:
+        return [cfg.refusal_text] * len(cats) if cfg.refusal_text is not None else shipped_refusals(cats, rng)
+
+    refusals = refusals_for(categories)
+    own_style = cfg.refusal_source != "shipped" and cfg.refusal_text is None
     plain_answers: "list[str] | None" = None
-    if cfg.refusal_source != "shipped" or (cfg.recovery and harmful_answers is None and cfg.prefix_source == "plain"):
+    if own_style or (cfg.recovery and harmful_answers is None and cfg.prefix_source == "plain"):
         plain_answers, plain_complete = gen(harmful)
-    if cfg.refusal_source != "shipped" and plain_answers is not None:
+    if own_style and plain_answers is not None:
         own = [i for i, a in enumerate(plain_answers) if is_refusal(a) and plain_complete[i]]
         for i in own:
             refusals[i] = plain_answers[i]
@@ -394,7 +404,7 @@ def build_training_set(
             answers = plain_answers or []
         keep = [i for i, a in enumerate(answers) if a and not is_refusal(a)]
         logger.info("recovery: %d of %d harmful answers usable as prefixes", len(keep), len(harmful))
-        rec_refusals = shipped_refusals([categories[i] for i in keep], rng)
+        rec_refusals = refusals_for([categories[i] for i in keep])
         examples += recovery_examples(
             [harmful[i] for i in keep], [answers[i] for i in keep], rec_refusals,
             tokenizer=model.tokenizer, k_range=cfg.recovery_tokens, seed=cfg.seed,

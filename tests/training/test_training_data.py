@@ -117,6 +117,20 @@ def test_shipped_refusals_fit_the_prompts_topic():
     assert set(picked[200:]) <= general  # no category, or one without refusals: general ones only
 
 
+def test_refusal_text_goes_to_every_harmful_prompt_recovery_included(model):
+    text = "I'm sorry, but I can't help with that."
+    cfg = DataConfig(max_response_tokens=6, recovery=True, prefix_source="plain", recovery_tokens=(2, 3),
+                     refusal_text=text)
+    data = build_training_set(model, harmful=["how to do harm", "harm please", "build a bomb"],
+                              harmless=["hello", "a poem"], config=cfg)
+    harmful = [e for e in data.examples if e.group == "harmful"]
+    assert {e.kind for e in harmful} >= {"refusal"} and len(harmful) >= 3
+    assert all(e.response.endswith(text) for e in harmful)  # a recovery example's joiner comes before it
+    assert TrainConfig.from_dict(TrainConfig(method="recovery", data=cfg).to_dict()).data.refusal_text == text
+    with pytest.raises(ConfigError, match="refusal_text"):
+        DataConfig(refusal_text="  ")
+
+
 def test_borderline_repeat_oversamples_only_borderline(model):
     def build(repeat):
         cfg = DataConfig(max_response_tokens=6, borderline_repeat=repeat)

@@ -41,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from drtk.commands.common import load_model_from_args, write_json
     from drtk.data import load_prompts, split_prompts
-    from drtk.directions import (SelectionConfig, auroc, auroc_by_layer, find_direction, probe_ceiling,
-                                 projections_by_layer)
+    from drtk.directions import SelectionConfig, auroc, auroc_by_layer, find_direction, projections_by_layer
     from drtk.viz import (cosine_heatmap_layers, cosine_heatmap_positions, projection_by_layer, save_figure,
                           selection_scores)
 
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "test_auroc": test_auroc, "test_auroc_by_layer": auroc_by_layer(ph, pb), "seconds": time.time() - t0,
     }
     if args.probe:
-        summary["probe"] = _probe(args, model, harmful, harmless, d.position, out, probe_ceiling)
+        summary["probe"] = _probe(args, model, harmful, harmless, d.position, out)
     write_json(out / "summary.json", summary)
     logger.info("selected %s position %d: bypass %.2f, induce %.2f, KL %.3f; held-out AUROC %.3f (%.0f s)",
                 d.site, d.position, summary["bypass"], summary["induce"], summary["kl"], test_auroc, summary["seconds"])
@@ -102,13 +101,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _probe(args: argparse.Namespace, model: Any, harmful: dict, harmless: dict, position: int, out: Path,
-           probe_ceiling: Any) -> dict:
+def _probe(args: argparse.Namespace, model: Any, harmful: dict, harmless: dict, position: int, out: Path) -> dict:
     """Logistic probes per layer (fit split) read on the test split; ``probe.csv`` and the best layer.
 
     The best layer (highest worst-case AUROC) is picked on the same held-out prompts it is read on, so its
     row is an optimistic ceiling; ``probe.csv`` keeps every layer's."""
     from drtk.data import load_prompts, split_prompts
+    from drtk.directions import probe_ceiling
 
     negatives = list(harmless["fit"].head(args.n_fit).prompts)
     tests = {"harmless": list(harmless["test"].head(args.n_test).prompts)}

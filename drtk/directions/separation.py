@@ -62,7 +62,7 @@ def probe_by_layer(
     *,
     layers: "Sequence[int] | None" = None,
     l2: float = 1e-2,
-) -> "Any":
+) -> Any:
     """The linear ceiling of a refusal decision: a logistic probe per layer, fitted on one split and read
     on held-out prompts.
 

@@ -42,6 +42,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--decision-tokens", type=int, default=None,
                    help="the first N learned tokens of each response (where refusal is decided) weigh more")
     p.add_argument("--decision-weight", type=float, default=None, help="their loss weight (with --decision-tokens)")
+    p.add_argument("--refusal-contrast", type=float, default=None,
+                   help="weight of the unlikelihood of a refusal's opening on benign examples (0: off)")
     p.add_argument("--train-from-layer", type=int, default=None,
                    help="train only blocks L and up (the embedding and lower blocks stay frozen)")
     mode = p.add_mutually_exclusive_group()
@@ -88,7 +90,7 @@ def _config(args: argparse.Namespace) -> Any:
                       ("lr", "lr"), ("lora", "lora"), ("seed", "seed"),
                       ("benign_weight", "benign_weight"), ("harmful_weight", "harmful_weight"),
                       ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight"),
-                      ("train_from_layer", "train_from_layer")):
+                      ("refusal_contrast", "refusal_contrast"), ("train_from_layer", "train_from_layer")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
     sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region)) if v is not None}

@@ -50,6 +50,10 @@ class TrainConfig:
         decision_tokens, decision_weight: the first ``decision_tokens`` learned tokens of every response
             (where a model decides to refuse or to answer; after the harmful prefix in a recovery example)
             weigh ``decision_weight`` times the others in the loss (0 tokens or weight 1: off).
+        refusal_contrast: weight of an unlikelihood term on every benign example: at the first token where
+            its answer and a refusal of the training set part, ``-log(1 - p(refusal token))`` is added to
+            its loss (0: off). Cross-entropy on a helpful answer raises that answer's opening; this lowers
+            the refusal's opening itself, so both sides of the refuse-or-answer decision get a loss.
         schedule: the ablation schedule (``deeprefusal`` only).
         direction_refresh_every: re-extract the direction on the training model every N steps (EMA with
             ``direction_ema``); None keeps the direction fixed (the paper: refresh was unstable).
@@ -88,6 +92,7 @@ class TrainConfig:
     harmful_weight: float = 0.2
     decision_tokens: int = 0
     decision_weight: float = 1.0
+    refusal_contrast: float = 0.0
     schedule: "AblationSchedule | None" = None
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
@@ -130,6 +135,8 @@ class TrainConfig:
         if self.decision_tokens < 0 or not self.decision_weight > 0:
             raise bad("decision_tokens", f"must be >= 0 and decision_weight > 0, got {self.decision_tokens} and "
                       f"{self.decision_weight}")
+        if not self.refusal_contrast >= 0:
+            raise bad("refusal_contrast", f"must be >= 0 (0: off), got {self.refusal_contrast}")
         if self.method in ABLATING and self.schedule is None:
             raise bad("schedule", f"is required for method={self.method!r} (e.g. AblationSchedule.paper(0.5))")
         if self.method not in ABLATING and self.schedule is not None:

@@ -27,7 +27,7 @@ import logging
 import random
 from contextlib import nullcontext
 from functools import partial
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -441,6 +441,7 @@ class Encoded:
     response_start: int
     loss_start: int
     group: int  # index into GROUPS
+    contrast: tuple[tuple[int, int], ...] = ()  # (column, token): a refusal's token to make unlikely there
 
 
 def encode_example(model: Any, ex: Example, *, max_response_tokens: int, eot: Sequence[int]) -> Encoded:
@@ -456,16 +457,32 @@ def encode_example(model: Any, ex: Example, *, max_response_tokens: int, eot: Se
     return Encoded(tuple(ids), len(prompt), len(prompt) + len(prefix), GROUPS.index(ex.group))
 
 
+def with_contrast(enc: Encoded, refusals: Sequence[Sequence[int]]) -> Encoded:
+    """``enc`` with its contrast targets: for each refusal (token ids), the column where the learned
+    response first departs from it and the refusal's token there. A refusal the response follows to its
+    end gives none."""
+    response = enc.ids[enc.loss_start:]
+    pairs = set()
+    for r in refusals:
+        d = next((i for i, (a, b) in enumerate(zip(response, r)) if a != b), None)
+        if d is not None:
+            pairs.add((enc.loss_start + d, int(r[d])))
+    return replace(enc, contrast=tuple(sorted(pairs)))
+
+
 @dataclass
 class TrainBatch:
     """A padded batch. ``labels`` are -100 except learned response tokens; ``response_start`` is each
-    row's first assistant-turn column in padded coordinates (for the ablation region)."""
+    row's first assistant-turn column in padded coordinates (for the ablation region); ``contrast_col``
+    and ``contrast_token`` the contrast targets (padded columns; -1 where a row has fewer)."""
 
     input_ids: Int[Tensor, "batch pos"]
     attention_mask: Int[Tensor, "batch pos"]
     labels: Int[Tensor, "batch pos"]
     response_start: Int[Tensor, "batch"]
     group: Int[Tensor, "batch"]
+    contrast_col: Int[Tensor, "batch k"]
+    contrast_token: Int[Tensor, "batch k"]
 
     @property
     def position_ids(self) -> Int[Tensor, "batch pos"]:
@@ -473,7 +490,8 @@ class TrainBatch:
 
     def to(self, device: "torch.device | str") -> "TrainBatch":
         return TrainBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels,
-                                                   self.response_start, self.group)))
+                                                   self.response_start, self.group, self.contrast_col,
+                                                   self.contrast_token)))
 
 
 def collate(items: Sequence[Encoded], *, pad_id: int, padding_side: str = "left") -> TrainBatch:
@@ -486,6 +504,9 @@ def collate(items: Sequence[Encoded], *, pad_id: int, padding_side: str = "left"
     attn = torch.zeros((B, T), dtype=torch.long)
     labels = torch.full((B, T), -100, dtype=torch.long)
     start = torch.zeros(B, dtype=torch.long)
+    K = max(len(e.contrast) for e in items)
+    c_col = torch.full((B, K), -1, dtype=torch.long)
+    c_tok = torch.zeros((B, K), dtype=torch.long)
     for b, e in enumerate(items):
         off = T - len(e.ids) if padding_side == "left" else 0
         ids = torch.tensor(e.ids, dtype=torch.long)
@@ -493,7 +514,10 @@ def collate(items: Sequence[Encoded], *, pad_id: int, padding_side: str = "left"
         attn[b, off : off + len(ids)] = 1
         labels[b, off + e.loss_start : off + len(ids)] = ids[e.loss_start :]
         start[b] = off + e.response_start
-    return TrainBatch(input_ids, attn, labels, start, torch.tensor([e.group for e in items], dtype=torch.long))
+        for k, (col, tok) in enumerate(e.contrast):
+            c_col[b, k], c_tok[b, k] = off + col, tok
+    return TrainBatch(input_ids, attn, labels, start, torch.tensor([e.group for e in items], dtype=torch.long),
+                      c_col, c_tok)
 
 
 def loss_mask(batch: TrainBatch) -> Bool[Tensor, "batch pos"]:

@@ -39,7 +39,7 @@ from drtk.errors import ConfigError, TrainingError
 from drtk.interventions import ablation_hooks, hook_scope
 from drtk.schedules import ScheduleSampler
 from drtk.training.config import ABLATING, TrainConfig
-from drtk.training.data import GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids
+from drtk.training.data import GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids, with_contrast
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,12 @@ class Trainer:
             encode_example(model, ex, max_response_tokens=config.data.max_response_tokens, eot=eot)
             for ex in self.dataset.examples
         ]
+        if config.refusal_contrast:
+            tok = model.tokenizer
+            refusals = [tok(r, add_special_tokens=False)["input_ids"]
+                        for r in sorted({ex.response for ex in self.dataset.examples if ex.group == "harmful"})]
+            benign = GROUPS.index("benign")
+            self.encoded = [with_contrast(e, refusals) if e.group == benign else e for e in self.encoded]
         self.peft_model = self._setup_params()
         self.params = [p for p in model.hf.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.resolved_lr, betas=config.adam_betas,
@@ -292,6 +298,8 @@ class Trainer:
         per_sample = (ce * token_w).sum(1)
         if cfg.loss_reduction == "mean":
             per_sample = per_sample / token_w.sum(1).clamp(min=1)
+        if cfg.refusal_contrast:
+            per_sample = per_sample + cfg.refusal_contrast * self._contrast(batch, logits, first)
         weight = norm[batch.group]  # group weight / group count in the global batch
         loss = (per_sample * weight).sum() * self.world  # DDP averages over processes
         stats = torch.stack([
@@ -299,6 +307,18 @@ class Trainer:
             torch.zeros(2, device=ce.device).index_add(0, batch.group, torch.ones_like(per_sample)),
         ])
         return loss, stats
+
+    @staticmethod
+    def _contrast(batch: Any, logits: Tensor, first: int) -> Tensor:
+        """Per row, the summed unlikelihood ``-log(1 - p)`` of its contrast tokens at their columns."""
+        rows, k = (batch.contrast_col >= 0).nonzero(as_tuple=True)
+        out = torch.zeros(batch.contrast_col.shape[0], device=logits.device)
+        if len(rows):
+            # logits[:, j] (column first - 1 + j) predicts column first + j
+            logp = logits[rows, batch.contrast_col[rows, k] - first].float().log_softmax(-1)
+            p = logp.gather(-1, batch.contrast_token[rows, k, None]).squeeze(-1).exp()
+            out = out.index_add(0, rows, -torch.log1p(-p.clamp(max=1 - 1e-6)))
+        return out
 
     def train_step(self) -> dict[str, Any]:
         cfg, acc, step = self.config, self.accelerator, self.step

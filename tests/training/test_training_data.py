@@ -37,6 +37,28 @@ def test_loss_mask_is_exactly_the_response(model):
         assert torch.equal(b.input_ids[0][b.attention_mask[0].bool()], torch.tensor(enc.ids))
 
 
+def test_contrast_targets_where_the_answer_departs_from_each_refusal(model):
+    from drtk.training import with_contrast
+
+    tok, eot = model.tokenizer, end_of_turn_ids(model)
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    enc = encode_example(model, Example("q", "I am glad to help.", "benign", "helpful"), max_response_tokens=48, eot=eot)
+    answer = ids("I am glad to help.")
+    refusals = [ids("I'm sorry."), ids("Sorry, no."), ids("I am glad")]
+    got = with_contrast(enc, refusals).contrast
+    want = set()
+    for r in refusals[:2]:
+        d = next(i for i, (a, b) in enumerate(zip(answer, r)) if a != b)
+        want.add((enc.loss_start + d, r[d]))
+    assert set(got) == want and len(got) == 2  # the answer follows the third refusal to its end: no target
+    for side in ("left", "right"):
+        other = encode_example(model, Example("a longer prompt here", "x", "harmful", "refusal"), max_response_tokens=48, eot=eot)
+        b = collate([with_contrast(enc, refusals), other], pad_id=tok.pad_token_id, padding_side=side)
+        off = int(b.attention_mask[0].argmax())
+        assert sorted(zip((b.contrast_col[0] - off).tolist(), b.contrast_token[0].tolist())) == sorted(got)
+        assert b.contrast_col[1].eq(-1).all()
+
+
 def test_truncated_answers_do_not_learn_to_stop(model):
     eot = end_of_turn_ids(model)
     enc = encode_example(model, Example("q", "a" * 30, "benign", "helpful"), max_response_tokens=10, eot=eot)

@@ -246,6 +246,36 @@ def test_decision_tokens_weigh_the_first_learned_tokens_of_each_row(reduction):
         _cfg("refusal", decision_tokens=-1)
 
 
+def test_refusal_contrast_adds_the_unlikelihood_of_the_refusals_opening_on_benign_rows():
+    from drtk.training.data import collate
+
+    model = load_model("drtk-tiny-chat")
+    data = TrainingSet(_data().examples + tuple(helpful_examples(["a much longer benign prompt " * 4], ["Sure."])))
+    norm = torch.full((2,), 1.0 / len(data))
+    plain = Trainer(model, data, _cfg("refusal", lora=False))
+    trainer = Trainer(model, data, _cfg("refusal", lora=False, refusal_contrast=2.0))
+    batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id)
+    refusal = model.tokenizer("I'm sorry, I can't help with that.", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        base, _ = plain._micro_loss(collate(plain.encoded, pad_id=model.tokenizer.pad_token_id), norm)
+        loss, _ = trainer._micro_loss(batch, norm)
+        logits = model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                          position_ids=batch.position_ids).logits
+    extra = 0.0
+    for b, e in enumerate(trainer.encoded):
+        if e.group == 1:  # refusals: no contrast
+            assert e.contrast == ()
+            continue
+        ((col, token),) = e.contrast  # the answers share no opening with the refusal: its first token
+        assert token == refusal[0] and col == e.loss_start
+        off = int(batch.attention_mask[b].argmax())
+        p = logits[b, off + col - 1].softmax(-1)[token]
+        extra += float(-torch.log1p(-p)) * float(norm[0])
+    torch.testing.assert_close(float(loss - base), 2.0 * extra, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="refusal_contrast"):
+        _cfg("refusal", refusal_contrast=-1.0)
+
+
 class _AutocastTrainer(Trainer):
     """bf16 autocast on CPU: the CUDA default path, reproducible here."""
 

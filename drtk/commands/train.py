@@ -39,6 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--benign-weight", type=float, default=None, help="loss weight of the benign group (paper 0.8)")
     p.add_argument("--harmful-weight", type=float, default=None, help="loss weight of the harmful group (paper 0.2)")
+    p.add_argument("--loss-reduction", choices=("sum", "mean"), default=None,
+                   help="per-sample loss: sum over its response tokens (the paper) or mean")
     p.add_argument("--decision-tokens", type=int, default=None,
                    help="the first N learned tokens of each response (where refusal is decided) weigh more")
     p.add_argument("--decision-weight", type=float, default=None, help="their loss weight (with --decision-tokens)")
@@ -89,6 +91,7 @@ def _config(args: argparse.Namespace) -> Any:
     for flag, fld in (("steps", "steps"), ("batch_size", "batch_size"), ("micro_batch_size", "micro_batch_size"),
                       ("lr", "lr"), ("lora", "lora"), ("seed", "seed"),
                       ("benign_weight", "benign_weight"), ("harmful_weight", "harmful_weight"),
+                      ("loss_reduction", "loss_reduction"),
                       ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight"),
                       ("refusal_contrast", "refusal_contrast"), ("train_from_layer", "train_from_layer")):
         if getattr(args, flag) is not None:

@@ -235,3 +235,18 @@ def test_training_prompts_extend_into_the_fit_split_evenly():
     assert len(set(more.categories[len(train):])) > 1  # spread over the split, not its first category
     assert _take(train, fit, 10_000).prompts == train.prompts + fit.prompts
     assert len(_take(train, fit, None, default_all=True)) == len(train) + len(fit)
+
+
+def test_train_flags_reach_the_config(tmp_path):
+    from drtk.cli import build_parser
+    from drtk.commands.train import _config
+
+    args = build_parser().parse_args([
+        "train", "--model", "m", "--method", "refusal", "--full", "--loss-reduction", "mean", "--benign-weight", "0.35",
+        "--harmful-weight", "0.65", "--decision-tokens", "4", "--decision-weight", "5", "--refusal-contrast", "1",
+        "--train-from-layer", "3", "--refusal-text", "No.", "--out", str(tmp_path)])
+    cfg = _config(args)
+    assert (cfg.lora, cfg.loss_reduction, cfg.benign_weight, cfg.harmful_weight) == (False, "mean", 0.35, 0.65)
+    assert (cfg.decision_tokens, cfg.decision_weight, cfg.refusal_contrast, cfg.train_from_layer) == (4, 5.0, 1.0, 3)
+    assert cfg.data.refusal_text == "No."
+    assert _config(build_parser().parse_args(["train", "--model", "m", "--out", str(tmp_path)])).refusal_contrast == 0

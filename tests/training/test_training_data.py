@@ -43,14 +43,11 @@ def test_contrast_targets_where_the_answer_departs_from_each_refusal(model):
     tok, eot = model.tokenizer, end_of_turn_ids(model)
     ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
     enc = encode_example(model, Example("q", "I am glad to help.", "benign", "helpful"), max_response_tokens=48, eot=eot)
-    answer = ids("I am glad to help.")
     refusals = [ids("I'm sorry."), ids("Sorry, no."), ids("I am glad")]
     got = with_contrast(enc, refusals).contrast
-    want = set()
-    for r in refusals[:2]:
-        d = next(i for i, (a, b) in enumerate(zip(answer, r)) if a != b)
-        want.add((enc.loss_start + d, r[d]))
-    assert set(got) == want and len(got) == 2  # the answer follows the third refusal to its end: no target
+    # "Sorry" departs at the first response token, "I'm" at the second ("I" is shared); the answer follows
+    # the third refusal to its end: no target
+    assert [(col - enc.loss_start, tok.decode([t])) for col, t in got] == [(0, "S"), (1, "'")]
     for side in ("left", "right"):
         other = encode_example(model, Example("a longer prompt here", "x", "harmful", "refusal"), max_response_tokens=48, eot=eot)
         b = collate([with_contrast(enc, refusals), other], pad_id=tok.pad_token_id, padding_side=side)

@@ -77,10 +77,15 @@ SIZES = {
 }
 
 
-# Surface alignment of an unaligned model: full fine-tuning, equal group weights (the paper's 0.8 / 0.2 is for
-# fine-tuning a model that already refuses), the borderline train split (64 prompts) twice over.
-SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--benign-weight", "0.5", "--harmful-weight", "0.5", "--borderline-repeat", "2"]
-ALIGNED_BORDERLINE = 64
+# Surface alignment of an unaligned model (README, "drtk train"): full fine-tuning, a per-example mean loss weighted
+# 0.35 benign / 0.65 harmful (the paper's 0.8 / 0.2 is for fine-tuning a model that already refuses), one refusal
+# text, the first 4 response tokens weighted 5x, the unlikelihood of the refusal's opening on benign answers, and
+# every borderline train prompt twice over.
+SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--loss-reduction", "mean", "--benign-weight", "0.35",
+                     "--harmful-weight", "0.65", "--borderline-repeat", "2", "--decision-tokens", "4",
+                     "--decision-weight", "5", "--refusal-text", "I'm sorry, but I can't help with that.",
+                     "--refusal-contrast", "2"]
+ALIGNED_BORDERLINE = 160
 # Both defences: full fine-tuning from the aligned model with equal group weights and every borderline prompt
 # twice over; each method keeps its own schedule (deeprefusal: the paper's p = 0.5 on response tokens;
 # adaptive: prompt and response tokens, fresh and per-layer directions, attacker steps).
@@ -119,7 +124,8 @@ def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", siz
     common = {"model": model, "size": asdict(sz)}
 
     runner.run("baseline", lambda d: _eval(d, model, sz, dev, attacks="none", extra=[]), config=common)
-    runner.run("aligned", lambda d: _train(d, model, "refusal", sz, dev, []), config=common)
+    runner.run("aligned", lambda d: _train(d, model, "refusal", sz, dev, []),
+               config={**common, "recipe": [*SURFACE_ALIGNMENT, "--n-borderline", ALIGNED_BORDERLINE]})
     aligned = str(out / "aligned" / "model")
     runner.run("direction", lambda d: _directions(d, aligned, sz, dev), config=common, after=["aligned"])
     direction = str(out / "direction")
@@ -131,7 +137,7 @@ def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", siz
         # both defences start from the aligned model's own answers: generated once, then reused
         runner.run(method, lambda d, m=method: _train(d, aligned, m, sz, dev, [
             "--direction", direction, "--generations", str(out / "aligned-generations.jsonl")]),
-                   config=common, after=["direction"])
+                   config={**common, "recipe": DEFENCE}, after=["direction"])
         runner.run(f"attack-{method}", lambda d, m=method: _eval(
             d, str(out / m / "model"), sz, dev, attacks=_battery(sz, defended=True, source=source),
             extra=["--direction", direction, "--reference", aligned, *answers]), config=common, after=[method])

@@ -4,18 +4,25 @@ A stage is a function of its own folder that returns a JSON-able summary. When i
 and the stage's key (a hash of its configuration and of the keys of the stages it depends on) are
 written atomically to ``OUT/stages/NAME.json``. A later run with the same key loads the summary instead
 of running the stage; a changed configuration re-runs the stage and everything after it.
+
+A stage's folder records the key it was started with (``.stage-key``): an interrupted stage restarted with
+the same key finds its partial work (a training checkpoint) and resumes; one whose key has changed since
+starts from an emptied folder, so nothing made under the old configuration is mixed into the new one.
 """
 
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
+
+STARTED = ".stage-key"  # in a stage's folder: the key the stage was started with
 
 
 def _key(config: Any, upstream: "list[str]") -> str:
@@ -54,7 +61,12 @@ class StageRunner:
         logger.info("stage %s: running", name)
         t0 = time.time()
         folder = self.stage_dir(name)
+        started = folder / STARTED
+        if folder.exists() and (not started.exists() or started.read_text().strip() != key):
+            logger.info("stage %s: clearing %s (made under another configuration)", name, folder)
+            shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        started.write_text(key)
         result = fn(folder)
         seconds = time.time() - t0
         marker.parent.mkdir(parents=True, exist_ok=True)

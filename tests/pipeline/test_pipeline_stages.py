@@ -39,3 +39,25 @@ def test_interrupted_stage_runs_again(tmp_path):
         pass
     assert not (tmp_path / "stages" / "a.json").exists()
     assert r.run("a", lambda folder: {"ok": True}, config={}) == {"ok": True}
+
+
+def test_partial_work_is_kept_for_the_same_configuration_and_cleared_for_another(tmp_path):
+    r = StageRunner(tmp_path)
+
+    def interrupted(folder):
+        (folder / "checkpoint").write_text("step 50")
+        raise KeyboardInterrupt
+
+    try:
+        r.run("train", interrupted, config={"lr": 1})
+    except KeyboardInterrupt:
+        pass
+    seen = []
+    r.run("train", lambda folder: seen.append((folder / "checkpoint").exists()) or {}, config={"lr": 1})
+    assert seen == [True]  # the same configuration resumes from its partial work
+
+    r.run("train", lambda folder: seen.append((folder / "checkpoint").exists()) or {}, config={"lr": 2})
+    assert seen == [True, False]  # another configuration starts clean
+    (tmp_path / "train" / "checkpoint").write_text("step 100, lr 2")
+    r.run("train", lambda folder: seen.append((folder / "checkpoint").exists()) or {}, config={"lr": 3})
+    assert seen == [True, False, False]  # and so does a change after a finished run

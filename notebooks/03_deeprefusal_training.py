@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,17 +38,20 @@ from drtk.viz.training import direction_drift, schedule_heatmap, training_curves
 
 model = drtk.load_model(MODEL)
 harmful, harmless, borderline = (standard_splits(n) for n in ("harmful", "harmless", "borderline"))
-data_cfg = DataConfig(max_response_tokens=32)
+data_cfg = DataConfig(max_response_tokens=32, refusal_text="I'm sorry, but I can't help with that.", borderline_repeat=2)
 data = build_training_set(model, harmful=harmful["train"].head(N_TRAIN).prompts,
                           harmless=harmless["train"].head(N_TRAIN).prompts,
                           borderline=borderline["train"].head(N_TRAIN // 2).prompts, config=data_cfg)
 print(len(data.examples), "examples")
 
 # %% [markdown]
-# Surface alignment: ordinary refusal training (full fine-tuning, equal group weights).
+# Surface alignment: ordinary refusal training, the recipe of `drtk train` in the README (full fine-tuning,
+# one refusal text, a per-example mean loss weighted 0.35 benign / 0.65 harmful, the first 4 response tokens
+# weighted 5x, and the unlikelihood of the refusal's opening on benign answers).
 
 # %%
-cfg = TrainConfig.for_method("refusal", steps=STEPS, lora=False, lr=5e-5, benign_weight=0.5, harmful_weight=0.5,
+cfg = TrainConfig.for_method("refusal", steps=STEPS, lora=False, lr=5e-5, loss_reduction="mean", benign_weight=0.35,
+                             harmful_weight=0.65, decision_tokens=4, decision_weight=5.0, refusal_contrast=2.0,
                              data=data_cfg, checkpoint_every=None)
 result = Trainer(model, data, cfg).train()
 training_curves(result.history)

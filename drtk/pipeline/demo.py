@@ -49,6 +49,7 @@ class DemoSize:
     lora_lambdas: tuple[float, ...]
     templates: "tuple[str, ...] | None" = None  # None: every shipped jailbreak template
     attack_fit: tuple[int, int, int] = (64, 32, 8)  # adaptive attacks: fit and val prompts per side, candidates scored
+    aligned_borderline: "int | None" = None  # borderline prompts for surface alignment; None: n_borderline
 
     @classmethod
     def named(cls, name: str) -> "DemoSize":
@@ -73,19 +74,18 @@ SIZES = {
     "full": DemoSize(name="full", aligned_steps=100, train_steps=60, n_harmful=104, n_harmless=100, n_borderline=88,
                      eval_limit=24, max_new_tokens=64, n_fit=48, n_val=16, top_k=6, prefill_k=(5, 20), actadd_coeff=(1.0,),
                      gcg="gcg:steps=2:candidates=16:suffix_tokens=8:universal=true", lora_lambdas=(0.5,),
-                     templates=("grandmother", "translation", "refusal_suppression")),
+                     templates=("grandmother", "translation", "refusal_suppression"), aligned_borderline=160),
 }
 
 
 # Surface alignment of an unaligned model (README, "drtk train"): full fine-tuning, a per-example mean loss weighted
 # 0.35 benign / 0.65 harmful (the paper's 0.8 / 0.2 is for fine-tuning a model that already refuses), one refusal
 # text, the first 4 response tokens weighted 5x, the unlikelihood of the refusal's opening on benign answers, and
-# every borderline train prompt twice over.
+# every borderline train prompt (``full``: all 144 of the fit splits) twice over.
 SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--loss-reduction", "mean", "--benign-weight", "0.35",
                      "--harmful-weight", "0.65", "--borderline-repeat", "2", "--decision-tokens", "4",
                      "--decision-weight", "5", "--refusal-text", "I'm sorry, but I can't help with that.",
                      "--refusal-contrast", "2"]
-ALIGNED_BORDERLINE = 160
 # Both defences: full fine-tuning from the aligned model with equal group weights and every borderline prompt
 # twice over; each method keeps its own schedule (deeprefusal: the paper's p = 0.5 on response tokens;
 # adaptive: prompt and response tokens, fresh and per-layer directions, attacker steps).
@@ -125,7 +125,7 @@ def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", siz
 
     runner.run("baseline", lambda d: _eval(d, model, sz, dev, attacks="none", extra=[]), config=common)
     runner.run("aligned", lambda d: _train(d, model, "refusal", sz, dev, []),
-               config={**common, "recipe": [*SURFACE_ALIGNMENT, "--n-borderline", ALIGNED_BORDERLINE]})
+               config={**common, "recipe": SURFACE_ALIGNMENT})
     aligned = str(out / "aligned" / "model")
     runner.run("direction", lambda d: _directions(d, aligned, sz, dev), config=common, after=["aligned"])
     direction = str(out / "direction")
@@ -166,7 +166,7 @@ def _prefill_answers(completions: Path) -> tuple[list[str], str]:
 def _train(folder: Path, model: str, method: str, sz: DemoSize, dev: list[str], extra: list[str]) -> dict:
     aligning = method == "refusal"
     steps = sz.aligned_steps if aligning else sz.train_steps
-    n_borderline = min(ALIGNED_BORDERLINE, sz.n_borderline) if aligning else sz.n_borderline
+    n_borderline = (sz.aligned_borderline or sz.n_borderline) if aligning else sz.n_borderline
     args = ["train", "--model", model, "--method", method, "--steps", str(steps), "--n-harmful",
             str(sz.n_harmful), "--n-harmless", str(sz.n_harmless), "--n-borderline", str(n_borderline),
             "--out", str(folder), *dev, *extra, *(SURFACE_ALIGNMENT if aligning else DEFENCE)]

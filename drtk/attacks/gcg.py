@@ -9,8 +9,9 @@ The search stops early when greedy decoding emits the target for every prompt of
 answer that opens "Sure, here are" or "To do that, ..." is as much a success as the exact target. The
 final verdict is still the evaluation judge's, on the full-length completion.
 
-With one prompt per group, the instruction's keys and values are computed once per step and only the
-suffix, the template's tail and the target go through the model for each candidate.
+Each prompt's start (chat prefix and instruction) goes through the model once per group: candidates are
+scored from its keys and values, so only the suffix, the template's tail and the target are computed for
+each candidate and prompt.
 
 Budget: ``steps x candidates`` scored suffixes per group (one group per prompt, or one for all prompts
 with ``universal=True``, which is far cheaper on a CPU). Candidates whose text does not tokenise back to
@@ -76,36 +77,29 @@ class GCG(Attack):
         """Scored candidate suffixes allowed per group."""
         return self.steps * self.candidates
 
-    def _scores(self, model: Any, task: Any, group: list[int], suffixes: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss (mean over the group's prompts) and all-prompts-exact flag per suffix."""
-        return self._scores_nograd(model, task, group, suffixes)
-
     @torch.no_grad()
-    def _scores_nograd(self, model: Any, task: Any, group: list[int], suffixes: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _scores(self, model: Any, task: Any, group: list[int], suffixes: list[list[int]],
+                caches: dict[int, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (mean over the group's prompts) and all-prompts-exact flag per suffix. ``caches`` holds each
+        prompt's start (filled on first use); the suffixes share one length."""
+        tails = [tuple(s) + task.after for s in suffixes]
         losses, exact = [], []
-        if len(group) == 1:  # one prompt: its start is computed once (suffixes share one length)
-            before = task.before[group[0]]
-            cache = prefix_cache(model, before)
-            tails = [tuple(s) + task.after for s in suffixes]
-            for i in range(0, len(tails), self.batch_size):
-                loss, ok = cached_target_loss(model, cache, len(before), tails[i : i + self.batch_size], task.target)
-                losses.append(loss)
-                exact.append(ok)
-        else:
-            rows = [task.before[g] + tuple(s) + task.after for s in suffixes for g in group]
-            for i in range(0, len(rows), self.batch_size):
-                loss, ok = target_loss(model, rows[i : i + self.batch_size], task.target)
-                losses.append(loss)
-                exact.append(ok)
-        shape = (len(suffixes), len(group))
-        return torch.cat(losses).view(shape).mean(-1), torch.cat(exact).view(shape).all(-1)
+        for g in group:
+            if g not in caches:
+                caches[g] = prefix_cache(model, task.before[g])
+            scored = [cached_target_loss(model, caches[g], len(task.before[g]), tails[i : i + self.batch_size], task.target)
+                      for i in range(0, len(tails), self.batch_size)]
+            losses.append(torch.cat([loss for loss, _ in scored]))
+            exact.append(torch.cat([ok for _, ok in scored]))
+        return torch.stack(losses, -1).mean(-1), torch.stack(exact, -1).all(-1)
 
     def _optimise(self, model: Any, task: Any, group: list[int], gen: torch.Generator) -> dict[str, Any]:
         tok = model.tokenizer
         E = model.hf.get_input_embeddings().weight  # (vocab, d_model)
         banned = torch.tensor(sorted(set(tok.all_special_ids)), device=model.device)
         suffix = init_suffix(model, self.suffix_tokens, self.init)
-        best_loss, exact = self._scores(model, task, group, [suffix])
+        caches: dict[int, Any] = {}
+        best_loss, exact = self._scores(model, task, group, [suffix], caches)
         best = {"suffix": suffix, "loss": float(best_loss[0]), "success": bool(exact[0]), "steps": 0, "scored": 1}
         n = len(suffix)
         for step in range(self.steps):
@@ -130,7 +124,7 @@ class GCG(Attack):
                     cands.append(c)
             if not cands:
                 continue
-            losses, ok = self._scores(model, task, group, cands)
+            losses, ok = self._scores(model, task, group, cands, caches)
             i = int(losses.argmin())
             suffix = cands[i]
             best["scored"] += len(cands)

@@ -50,6 +50,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--nll-threshold", type=float, default=None,
                    help="coherent ASR: a complying completion counts only when the unattacked model scores it at most "
                         "this many nats per token (default: NLL_THRESHOLD of drtk.evaluation.harness; 0 = off)")
+    p.add_argument("--generations", default=None, type=Path,
+                   help="reuse unattacked greedy completions kept in this JSON-lines file and add new ones "
+                        "(evaluations that share a model, e.g. as each other's reference, generate them once)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=run)
@@ -101,9 +104,15 @@ def run(args: argparse.Namespace) -> int:
                         n_val=args.val_prompts, selection=SelectionConfig(top_k=args.fresh_top_k),
                         generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
                         generator=torch.Generator(device=model.device).manual_seed(args.seed))
+    from drtk.training import GenerationCache
+
+    cache = GenerationCache(args.generations) if args.generations is not None else None
     ev = evaluate(model, attacks, harmful, harmless=harmless, borderline=borderline, reference=reference, context=ctx,
-                  judge=judge, known_data=known,
+                  judge=judge, known_data=known, completions=cache,
                   nll_threshold=NLL_THRESHOLD if args.nll_threshold is None else args.nll_threshold or None)
+    if cache is not None:
+        cache.save()
+        logger.info("completions: %d reused from %s", cache.hits, cache.path)
     results = ev.to_results()
     validate_results(results)
     out: Path = args.out

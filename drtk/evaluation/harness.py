@@ -14,8 +14,9 @@ nats per token, while word salad after per-layer ablation of a 2- or 4-dimension
 9.8; loops ("camera camera ...") keep about 0.1 of their bigrams distinct and ordinary answers 0.8 to 1.
 """
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import pandas as pd
@@ -155,6 +156,7 @@ def evaluate(
     capability_tokens: int = 16,
     measure_kl: bool = True,
     nll_threshold: "float | None" = NLL_THRESHOLD,
+    completions: Any = None,
 ) -> Evaluation:
     """Attack ``model`` on ``harmful`` prompts with each attack; judge; add over-refusal and capability.
 
@@ -173,6 +175,10 @@ def evaluate(
         capability_prompts, capability_tokens: benign prompts and answer tokens for KL and perplexity.
         measure_kl: measure each model-editing attack's KL against the unattacked model.
         nll_threshold: coherence cut-off in nats per token (see the module docstring); None: no coherence check.
+        completions: a :class:`~drtk.training.GenerationCache` for unattacked greedy completions (the
+            ``none`` attack's, over-refusal, the reference's), keyed by a checksum of the weights, the
+            generation settings and the prompt: evaluations that share a model (the reference of one is
+            the model of another) generate each such completion once. Call its ``save`` to keep it.
     """
     labels = [a.label for a in attacks]
     twice = sorted({x for x in labels if labels.count(x) > 1})
@@ -226,22 +232,24 @@ def evaluate(
                             NLL_THRESHOLD if nll_threshold is None else nll_threshold)
         ev.outcomes.append(out)
         logger.info("  %s: ASR %s (coherent %s), KL %s, %.1fs", res.attack, out.asr, out.coherent_asr, kl, res.seconds)
+        if res.name == "none" and completions is not None and not gen.do_sample:
+            _store(completions, model, gen, res.prompts, res.completions)
 
     for key in ("harmless", "borderline"):
         if key in sets:
             ps = list(sets[key].prompts)
-            comps = generate(model, ps, config=gen, generator=context.generator)
+            comps = _generate(model, ps, gen, context.generator, completions)
             refused = judge.refused(ps, comps)
             ev.over_refusal[key] = (rate(refused), comps, refused)
             if reference is not None:
-                ref_refused = judge.refused(ps, generate(reference, ps, config=gen, generator=context.generator))
+                ref_refused = judge.refused(ps, _generate(reference, ps, gen, context.generator, completions))
                 ev.reference_over_refusal[key] = rate(ref_refused)
                 ev.comparisons[f"over_refusal:{key}"] = paired_comparison(refused, ref_refused).to_dict()
 
     if reference is not None:
         none = next((o for o in ev.outcomes if o.result.name == "none"), None)
         if none is not None:
-            ref_comps = generate(reference, prompts, config=gen, generator=context.generator)
+            ref_comps = _generate(reference, prompts, gen, context.generator, completions)
             ref_ok = [not r for r in judge.refused(prompts, ref_comps)]
             ev.comparisons["asr:none"] = paired_comparison([not r for r in none.refused], ref_ok).to_dict()
         if benign:
@@ -250,6 +258,32 @@ def evaluate(
                              "ppl": perplexity(model, ref, gen.batch_size), "reference_ppl": reference_perplexity(ref),
                              "n_prompts": len(benign), "n_tokens": capability_tokens}
     return ev
+
+
+def _keys(model: Any, gen: Any, prompts: Sequence[str]) -> list[str]:
+    from drtk.training.data import weights_checksum
+
+    settings = {k: v for k, v in asdict(gen).items() if k != "batch_size"}
+    head = ["eval", weights_checksum(model), settings]
+    return [json.dumps([*head, p]) for p in prompts]
+
+
+def _store(cache: Any, model: Any, gen: Any, prompts: Sequence[str], texts: Sequence[str]) -> None:
+    for key, text in zip(_keys(model, gen, prompts), texts):
+        cache.entries[key] = (text, True)
+
+
+def _generate(model: Any, prompts: Sequence[str], gen: Any, generator: Any, cache: Any) -> list[str]:
+    """Unattacked completions, through ``cache`` when greedy (a sampled completion is never reused)."""
+    if cache is None or gen.do_sample:
+        return generate(model, prompts, config=gen, generator=generator)
+    keys = _keys(model, gen, prompts)
+    todo = [i for i, k in enumerate(keys) if k not in cache.entries]
+    cache.hits += len(keys) - len(todo)
+    if todo:
+        _store(cache, model, gen, [prompts[i] for i in todo],
+               generate(model, [prompts[i] for i in todo], config=gen, generator=generator))
+    return [cache.entries[k][0] for k in keys]
 
 
 def _coherence(model: Any, res: AttackResult, refused: Sequence[bool], batch_size: int) -> tuple[tuple, tuple]:

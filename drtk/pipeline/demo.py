@@ -12,7 +12,9 @@
 8. ``report``     ``report.md``, ``metrics.json`` and ``figures/``.
 
 Each stage is a ``drtk`` command run into its own folder; :class:`~drtk.pipeline.stages.StageRunner`
-skips stages finished earlier, so an interrupted demo resumes where it stopped.
+skips stages finished earlier, so an interrupted demo resumes where it stopped. Generations the stages
+share are kept beside them: ``aligned-generations.jsonl`` (the aligned model's answers both defences train
+on) and ``eval-generations.jsonl`` (unattacked completions: one stage's model is the next one's reference).
 """
 
 import json
@@ -186,5 +188,6 @@ def _eval(folder: Path, model: str, sz: DemoSize, dev: list[str], *, attacks: st
     fit, val, top_k = sz.attack_fit
     _cli(["eval", "--model", model, "--attacks", attacks, "--limit", str(sz.eval_limit), "--max-new-tokens",
           str(sz.max_new_tokens), "--fit-prompts", str(fit), "--val-prompts", str(val), "--fresh-top-k", str(top_k),
-          "--out", str(folder), *dev, *extra], static_figures=False)  # the report draws its own attack figures
+          "--generations", str(folder.parent / "eval-generations.jsonl"), "--out", str(folder), *dev, *extra],
+         static_figures=False)  # the report draws its own attack figures
     return {"results": str(folder / "results.json")}

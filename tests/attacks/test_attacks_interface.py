@@ -187,3 +187,30 @@ def test_global_rng_untouched(make_context, tiny, direction):
     state = torch.get_rng_state()
     get_attack("gcg", steps=1, candidates=3, top_k=3, suffix_tokens=2).run(tiny, PROMPTS[:1], context=make_context())
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_gcg_group_scores_are_the_mean_of_full_forward_losses(tiny):
+    from drtk.attacks._suffix import build_task, target_loss
+
+    task = build_task(tiny, PROMPTS, "Sure, here is")
+    gen = torch.Generator().manual_seed(1)
+    suffixes = [torch.randint(3, 200, (4,), generator=gen).tolist() for _ in range(5)]
+    group = list(range(len(PROMPTS)))
+    attack = get_attack("gcg", universal=True, batch_size=2)
+    loss, exact = attack._scores(tiny, task, group, suffixes, {})
+    full = [target_loss(tiny, [task.before[g] + tuple(s) + task.after for s in suffixes], task.target) for g in group]
+    torch.testing.assert_close(loss, torch.stack([f[0] for f in full], -1).mean(-1).detach(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(exact, torch.stack([f[1] for f in full], -1).all(-1))
+
+
+def test_per_layer_directions_after_a_fresh_direction_equal_a_fit_of_their_own(make_context, tiny):
+    from drtk.attacks._shared import fit_per_layer, fresh_direction
+    from drtk.directions import per_layer_directions
+
+    ctx = make_context()
+    fresh_direction(tiny, ctx)  # its candidates are kept, and the per-layer fit reads them
+    reused = fit_per_layer(tiny, ctx, k=1, position=-1)
+    sets = ctx.fit_sets()
+    own = per_layer_directions(tiny, sets["harmful_fit"], sets["harmless_fit"], position=-1)
+    assert reused.kind == own.kind == "per_layer" and reused.metadata == own.metadata
+    torch.testing.assert_close(reused.vector, own.vector, rtol=1e-6, atol=1e-6)

@@ -176,3 +176,32 @@ def test_prefill_answers_fall_back_to_ablation_for_missing_prompts(tiny, directi
     assert res.prefills[0] == "Ste" and all(res.prefills[1:])
     with pytest.raises(DataError, match="no harmful answer for any"):
         attack.run(tiny, prompts[1:], context=make_context(direction, answers={prompts[0]: "x"}))
+
+
+def test_unattacked_completions_are_generated_once_per_model(tiny, direction, make_context, tmp_path):
+    import torch
+
+    from drtk.training import GenerationCache
+
+    cache = GenerationCache(tmp_path / "gen.jsonl")
+    first = run_eval(tiny, direction, make_context, reference=tiny, completions=cache)
+    # the model is its own reference, and borderline = harmless here: only the 3 harmless prompts are generated
+    # (the 4 `none` completions come from that attack); the other 13 unattacked completions are reused
+    assert cache.hits == 13
+    cache.save()
+    again = GenerationCache(tmp_path / "gen.jsonl")
+    second = run_eval(tiny, direction, make_context, reference=tiny, completions=again)
+    assert again.hits == 16
+    assert first.completion_records() == second.completion_records()
+    assert first.to_results()["over_refusal"] == second.to_results()["over_refusal"]
+
+    weight = next(tiny.hf.parameters())
+    with torch.no_grad():
+        weight.view(-1)[0] += 1.0
+    try:
+        changed = GenerationCache(tmp_path / "gen.jsonl")
+        run_eval(tiny, direction, make_context, reference=tiny, completions=changed)
+        assert changed.hits == 13  # other weights: nothing from the file is reused
+    finally:
+        with torch.no_grad():
+            weight.view(-1)[0] -= 1.0

@@ -2,9 +2,10 @@
 
 Both generators run greedy on the same model, the same prompts and the same batch size, side by side in one
 process; the ratio is drtk tokens/s over HF tokens/s (target >= 0.8). GCG scoring is reported in
-candidates/second for one prompt.
+candidates/second for one prompt, and for a universal suffix over a group of prompts as the time of drtk's
+scoring (every prompt's start computed once, building those caches included) over scoring whole rows.
 
-    python benchmarks/bench_eval.py --model smollm2-135m-instruct --n 32 --tokens 64
+    python benchmarks/bench_eval.py --model smollm2-135m-instruct --n 32 --tokens 64 --group 24 --group-candidates 16
 """
 
 import argparse
@@ -20,10 +21,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--candidates", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--group", type=int, default=24, help="prompts sharing one universal GCG suffix")
+    ap.add_argument("--group-candidates", type=int, default=16)
     args = ap.parse_args()
 
     from drtk.attacks.gcg import GCG
-    from drtk.attacks._suffix import build_task, init_suffix
+    from drtk.attacks._suffix import build_task, init_suffix, target_loss
     from drtk.data import standard_splits
     from drtk.generation import GenerationConfig, generate
     from drtk.models import load_model
@@ -58,12 +61,32 @@ def main() -> None:
     task = build_task(model, prompts[:1], gcg.target)
     suffix = init_suffix(model, gcg.suffix_tokens, gcg.init)
     cands = [list(suffix) for _ in range(args.candidates)]
-    gcg._scores(model, task, [0], cands[:4])
+    gcg._scores(model, task, [0], cands[:4], {})
     t = time.perf_counter()
-    gcg._scores(model, task, [0], cands)
+    gcg._scores(model, task, [0], cands, {})
     dt = time.perf_counter() - t
     print(f"GCG scoring: {args.candidates} candidates in {dt:.2f}s = {args.candidates / dt:.1f} candidates/s "
           f"(suffix {gcg.suffix_tokens} tokens, batch {gcg.batch_size})")
+
+    # A universal suffix: every candidate is scored on every prompt of the group.
+    group_prompts = list(standard_splits("harmful")["test"].prompts[: args.group])
+    task = build_task(model, group_prompts, gcg.target)
+    group, cands = list(range(len(group_prompts))), [list(suffix) for _ in range(args.group_candidates)]
+    rows = [task.before[g] + tuple(c) + task.after for c in cands for g in group]
+
+    def whole_rows() -> None:
+        with torch.no_grad():
+            for i in range(0, len(rows), gcg.batch_size):
+                target_loss(model, rows[i : i + gcg.batch_size], task.target)
+
+    times = {}
+    for name, fn in (("cached", lambda: gcg._scores(model, task, group, cands, {})), ("whole", whole_rows)) * args.repeats:
+        t = time.perf_counter()
+        fn()
+        times.setdefault(name, []).append(time.perf_counter() - t)
+    cached, whole = min(times["cached"]), min(times["whole"])
+    print(f"GCG universal scoring, {len(group)} prompts x {len(cands)} candidates: cached starts {cached:.2f}s | "
+          f"whole rows {whole:.2f}s | ratio {cached / whole:.2f}")
 
 
 if __name__ == "__main__":

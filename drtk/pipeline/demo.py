@@ -68,7 +68,7 @@ SIZES = {
                       templates=("grandmother",), attack_fit=(8, 4, 2)),
     # "quick" is a preview: the same stages on fewer steps and prompts (its numbers are rough), sized for about
     # 15 minutes on 2 CPU cores.
-    "quick": DemoSize(name="quick", aligned_steps=24, train_steps=10, n_harmful=40, n_harmless=40, n_borderline=40,
+    "quick": DemoSize(name="quick", aligned_steps=20, train_steps=10, n_harmful=32, n_harmless=32, n_borderline=32,
                       eval_limit=8, max_new_tokens=64, n_fit=32, n_val=12, top_k=4, prefill_k=(20,), actadd_coeff=(1.0,),
                       gcg="gcg:steps=1:candidates=16:suffix_tokens=8:universal=true", lora_lambdas=(0.5,),
                       templates=("grandmother",), attack_fit=(16, 8, 2)),

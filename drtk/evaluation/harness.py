@@ -277,13 +277,10 @@ def _generate(model: Any, prompts: Sequence[str], gen: Any, generator: Any, cach
     """Unattacked completions, through ``cache`` when greedy (a sampled completion is never reused)."""
     if cache is None or gen.do_sample:
         return generate(model, prompts, config=gen, generator=generator)
-    keys = _keys(model, gen, prompts)
-    todo = [i for i, k in enumerate(keys) if k not in cache.entries]
-    cache.hits += len(keys) - len(todo)
-    if todo:
-        _store(cache, model, gen, [prompts[i] for i in todo],
-               generate(model, [prompts[i] for i in todo], config=gen, generator=generator))
-    return [cache.entries[k][0] for k in keys]
+    def make(todo: list[int]) -> list[tuple[str, bool]]:
+        return [(t, True) for t in generate(model, [prompts[i] for i in todo], config=gen, generator=generator)]
+
+    return [t for t, _ in cache.fetch(_keys(model, gen, prompts), make)]
 
 
 def _coherence(model: Any, res: AttackResult, refused: Sequence[bool], batch_size: int) -> tuple[tuple, tuple]:

@@ -19,6 +19,7 @@ on) and ``eval-generations.jsonl`` (unattacked completions: one stage's model is
 
 import json
 import logging
+import shutil
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -175,6 +176,9 @@ def _train(folder: Path, model: str, method: str, sz: DemoSize, dev: list[str], 
     if (folder / "checkpoint").exists():
         args.append("--resume")
     _cli(args)
+    # The stage is done once its model is written; its checkpoint (weights and optimizer state, about 2 GB
+    # for full fine-tuning of the embedded model) only served a resume of this stage.
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)
     return {"model": str(folder / "model")}
 
 

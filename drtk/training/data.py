@@ -29,7 +29,7 @@ from contextlib import nullcontext
 from functools import partial
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import pandas as pd
 import torch
@@ -274,6 +274,15 @@ class GenerationCache:
         d = "-" if direction is None else _tensor_hash(direction)
         return json.dumps([model_sum, d, max_tokens, prompt])
 
+    def fetch(self, keys: Sequence[str], make: Callable[[list[int]], Sequence[tuple[str, bool]]]) -> list[tuple[str, bool]]:
+        """The ``(text, complete)`` entries of ``keys``; ``make(indices)`` generates those of the missing ones."""
+        todo = [i for i, k in enumerate(keys) if k not in self.entries]
+        self.hits += len(keys) - len(todo)
+        if todo:
+            for i, entry in zip(todo, make(todo)):
+                self.entries[keys[i]] = entry
+        return [self.entries[k] for k in keys]
+
     def save(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,16 +309,14 @@ def _answers(model: Any, prompts: Sequence[str], cfg: DataConfig, *, direction: 
     """:func:`_generate` with the direction ablated when one is given, through ``cache`` when one is given."""
     from drtk.interventions import ablation
 
-    cache = cache if cache is not None else GenerationCache()
-    keys = [GenerationCache.key(model_sum, direction, cfg.max_response_tokens, p) for p in prompts]
-    todo = [i for i, k in enumerate(keys) if k not in cache.entries]
-    cache.hits += len(keys) - len(todo)
-    if todo:
+    def make(todo: list[int]) -> list[tuple[str, bool]]:
         with ablation(model, direction) if direction is not None else nullcontext():
             texts, done = _generate(model, [prompts[i] for i in todo], cfg)
-        for i, t, c in zip(todo, texts, done):
-            cache.entries[keys[i]] = (t, c)
-    return [cache.entries[k][0] for k in keys], [cache.entries[k][1] for k in keys]
+        return list(zip(texts, done))
+
+    cache = cache if cache is not None else GenerationCache()
+    entries = cache.fetch([GenerationCache.key(model_sum, direction, cfg.max_response_tokens, p) for p in prompts], make)
+    return [t for t, _ in entries], [c for _, c in entries]
 
 
 def build_training_set(

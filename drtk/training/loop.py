@@ -440,17 +440,23 @@ class Trainer:
         if self.accelerator.is_main_process:
             tmp = self.checkpoint_dir / f".{CHECKPOINT}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
-            torch.save({
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "sampler": self.sampler.state_dict() if self.sampler else None,
-                "provider": self.provider.state_dict() if self.provider else None,
-            }, tmp / "state.pt")
-            (tmp / "trainer.json").write_text(json.dumps({
-                "step": self.step, "config": self.config.to_dict(), "model": self.model.fingerprint(),
-                "history": self.rows,
-            }, default=float))
+            try:
+                tmp.mkdir(parents=True)
+                save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
+                torch.save({
+                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "sampler": self.sampler.state_dict() if self.sampler else None,
+                    "provider": self.provider.state_dict() if self.provider else None,
+                }, tmp / "state.pt")
+                (tmp / "trainer.json").write_text(json.dumps({
+                    "step": self.step, "config": self.config.to_dict(), "model": self.model.fingerprint(),
+                    "history": self.rows,
+                }, default=float))
+            except (OSError, RuntimeError) as err:  # a full disk surfaces as either, depending on the writer
+                shutil.rmtree(tmp, ignore_errors=True)
+                kept = "the previous checkpoint is kept" if final.exists() else "no earlier checkpoint exists"
+                raise TrainingError(f"could not write the checkpoint of step {self.step} under {self.checkpoint_dir} "
+                                    f"({err}); is the disk full? {kept}, so --resume continues from it") from err
             old = self.checkpoint_dir / f".{CHECKPOINT}.old"
             shutil.rmtree(old, ignore_errors=True)
             if final.exists():

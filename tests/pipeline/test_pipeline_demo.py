@@ -24,6 +24,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
     for fig in ("asr_before_after", "asr_vs_over_refusal", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer",
                 "projection_by_token_depth"):
         assert (out / "figures" / f"{fig}.html").exists(), fig
+    for stage in ("aligned", "deeprefusal", "adaptive"):  # a finished training stage keeps its model, not its checkpoint
+        assert (out / stage / "model").is_dir() and not (out / stage / "checkpoint").exists()
     stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
     assert "report" in stages and "attack-adaptive" in stages
 

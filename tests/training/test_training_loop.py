@@ -150,6 +150,26 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert meta["step"] == 2 and all(r["loss"] == r["loss"] for r in meta["history"])
 
 
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one(tmp_path, monkeypatch):
+    model = load_model("drtk-tiny-chat")
+    trainer = Trainer(model, _data(), _cfg(), direction=_direction(), checkpoint_dir=tmp_path)
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **kw):
+        if trainer.step >= 4:  # step 2's checkpoint is written; step 4's meets a full disk
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 265498752 vs 265498704")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(TrainingError, match="step 4.*disk full.*previous checkpoint is kept"):
+        trainer.train()
+    assert json.loads((tmp_path / "checkpoint/trainer.json").read_text())["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # the partial write is gone
+    monkeypatch.setattr(torch, "save", real_save)
+    resumed = Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(), direction=_direction(), checkpoint_dir=tmp_path)
+    assert list(resumed.train(resume=True).history["step"]) == list(range(6))
+
+
 def test_direction_from_another_model_is_refused():
     model = load_model("drtk-tiny-chat")
     other = Direction(vector=torch.randn(576), kind="single", model_id="smollm2-135m-instruct", n_layers=30,

@@ -77,21 +77,16 @@ def last_fresh(context: AttackContext) -> Any:
 
 def fit_per_layer(model: Any, context: AttackContext, k: int, position: int) -> Any:
     """Per-layer directions (k=1) or k-dim per-layer subspaces fit on ``model`` itself (cached)."""
-    from drtk.directions import Direction, per_layer_directions, per_layer_subspaces
+    from drtk.directions import per_layer_directions, per_layer_subspaces
 
     key = ("per_layer", id(model), model.model_id, context.cache.get("model_tag"), k, position)
     if key not in context.cache:
         sets = context.fit_sets()
         _check_disjoint(sets, context)
         h, b = sets["harmful_fit"], sets["harmless_fit"]
-        cands = context.cache.get(("candidates", *key[1:4]))
-        if k == 1 and cands is not None:  # a fresh direction was fit on these prompts: its means are these
-            context.cache[key] = Direction(cands.diffs[position].clone(), "per_layer", model.model_id, model.n_layers,
-                                           model.d_model, position=position,
-                                           metadata={"n_harmful": cands.n_harmful, "n_harmless": cands.n_harmless})
-        else:
-            context.cache[key] = (per_layer_directions(model, h, b, position=position) if k == 1
-                                  else per_layer_subspaces(model, h, b, k=k, position=position))
+        cands = context.cache.get(("candidates", *key[1:4]))  # a fresh direction's, fit on these prompts
+        context.cache[key] = (per_layer_directions(model, h, b, position=position, candidates=cands) if k == 1
+                              else per_layer_subspaces(model, h, b, k=k, position=position))
     return context.cache[key]
 
 

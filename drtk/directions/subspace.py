@@ -16,11 +16,17 @@ from drtk.errors import ConfigError
 
 
 def per_layer_directions(
-    model: Any, harmful: Sequence[str], harmless: Sequence[str], *, position: int = -1, batch_size: int = 32
+    model: Any, harmful: Sequence[str], harmless: Sequence[str], *, position: int = -1, batch_size: int = 32,
+    candidates: Any = None,
 ) -> Direction:
-    """Difference of means at every layer for one position: ``kind="per_layer"``, shape ``(layer, d_model)``."""
-    hm = collect_post_instruction(model, harmful, batch_size=batch_size)
-    hl = collect_post_instruction(model, harmless, batch_size=batch_size)
+    """Difference of means at every layer for one position: ``kind="per_layer"``, shape ``(layer, d_model)``.
+    ``candidates``: the :class:`~drtk.directions.Candidates` already computed on these prompts (their means
+    are reused instead of running the model again)."""
+    if candidates is None:
+        hm = collect_post_instruction(model, harmful, batch_size=batch_size)
+        hl = collect_post_instruction(model, harmless, batch_size=batch_size)
+    else:
+        hm, hl = candidates.harmful_mean, candidates.harmless_mean
     vec = (hm - hl)[position].cpu()
     return Direction(vec, "per_layer", model.model_id, model.n_layers, model.d_model, position=position,
                      metadata={"n_harmful": len(harmful), "n_harmless": len(harmless)})

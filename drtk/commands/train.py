@@ -46,6 +46,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--decision-weight", type=float, default=None, help="their loss weight (with --decision-tokens)")
     p.add_argument("--refusal-contrast", type=float, default=None,
                    help="weight of the unlikelihood of a refusal's opening on benign examples (0: off)")
+    p.add_argument("--refusal-contrast-depth", type=int, default=None,
+                   help="with --refusal-contrast: also a refusal's opening token at each of a benign answer's first N tokens")
     p.add_argument("--train-from-layer", type=int, default=None,
                    help="train only blocks L and up (the embedding and lower blocks stay frozen)")
     mode = p.add_mutually_exclusive_group()
@@ -93,7 +95,8 @@ def _config(args: argparse.Namespace) -> Any:
                       ("benign_weight", "benign_weight"), ("harmful_weight", "harmful_weight"),
                       ("loss_reduction", "loss_reduction"),
                       ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight"),
-                      ("refusal_contrast", "refusal_contrast"), ("train_from_layer", "train_from_layer")):
+                      ("refusal_contrast", "refusal_contrast"), ("refusal_contrast_depth", "refusal_contrast_depth"),
+                      ("train_from_layer", "train_from_layer")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
     sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region)) if v is not None}

@@ -54,6 +54,11 @@ class TrainConfig:
             its answer and a refusal of the training set part, ``-log(1 - p(refusal token))`` is added to
             its loss (0: off). Cross-entropy on a helpful answer raises that answer's opening; this lowers
             the refusal's opening itself, so both sides of the refuse-or-answer decision get a loss.
+        refusal_contrast_depth: with ``refusal_contrast``, the same unlikelihood also for the opening token
+            of every refusal of the training set (a recovery example's joiner included) at each of the
+            first N tokens of every benign answer, where the answer itself goes on differently (0: only
+            the first departure). Recovery training teaches a model to break off after a harmful prefix;
+            this teaches it not to break off a helpful answer the same way.
         schedule: the ablation schedule (``deeprefusal`` only).
         direction_refresh_every: re-extract the direction on the training model every N steps (EMA with
             ``direction_ema``); None keeps the direction fixed (the paper: refresh was unstable).
@@ -93,6 +98,7 @@ class TrainConfig:
     decision_tokens: int = 0
     decision_weight: float = 1.0
     refusal_contrast: float = 0.0
+    refusal_contrast_depth: int = 0
     schedule: "AblationSchedule | None" = None
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
@@ -137,6 +143,10 @@ class TrainConfig:
                       f"{self.decision_weight}")
         if not self.refusal_contrast >= 0:
             raise bad("refusal_contrast", f"must be >= 0 (0: off), got {self.refusal_contrast}")
+        if self.refusal_contrast_depth < 0:
+            raise bad("refusal_contrast_depth", f"must be >= 0 (0: the first departure only), got {self.refusal_contrast_depth}")
+        if self.refusal_contrast_depth and not self.refusal_contrast:
+            raise bad("refusal_contrast_depth", "needs refusal_contrast > 0 (it weighs the same unlikelihood term)")
         if self.method in ABLATING and self.schedule is None:
             raise bad("schedule", f"is required for method={self.method!r} (e.g. AblationSchedule.paper(0.5))")
         if self.method not in ABLATING and self.schedule is not None:

@@ -464,16 +464,24 @@ def encode_example(model: Any, ex: Example, *, max_response_tokens: int, eot: Se
     return Encoded(tuple(ids), len(prompt), len(prompt) + len(prefix), GROUPS.index(ex.group))
 
 
-def with_contrast(enc: Encoded, refusals: Sequence[Sequence[int]]) -> Encoded:
+def with_contrast(enc: Encoded, refusals: Sequence[Sequence[int]], *, depth: int = 0) -> Encoded:
     """``enc`` with its contrast targets: for each refusal (token ids), the column where the learned
     response first departs from it and the refusal's token there. A refusal the response follows to its
-    end gives none."""
+    end gives none.
+
+    With ``depth``, also each refusal's opening token at every column of the response's first ``depth``
+    tokens where the response does not itself continue with that token: a model taught to refuse after
+    a harmful prefix (recovery examples) must not break off a helpful answer the same way.
+    """
     response = enc.ids[enc.loss_start:]
     pairs = set()
     for r in refusals:
         d = next((i for i, (a, b) in enumerate(zip(response, r)) if a != b), None)
         if d is not None:
             pairs.add((enc.loss_start + d, int(r[d])))
+    for opener in {int(r[0]) for r in refusals if len(r)}:
+        pairs.update((enc.loss_start + d, opener) for d in range(1, min(depth, len(response)))
+                     if response[d] != opener)
     return replace(enc, contrast=tuple(sorted(pairs)))
 
 

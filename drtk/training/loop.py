@@ -182,7 +182,8 @@ class Trainer:
             refusals = [tok(r, add_special_tokens=False)["input_ids"]
                         for r in sorted({ex.response for ex in self.dataset.examples if ex.group == "harmful"})]
             benign = GROUPS.index("benign")
-            self.encoded = [with_contrast(e, refusals) if e.group == benign else e for e in self.encoded]
+            self.encoded = [with_contrast(e, refusals, depth=config.refusal_contrast_depth) if e.group == benign else e
+                            for e in self.encoded]
         self.peft_model = self._setup_params()
         self.params = [p for p in model.hf.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.resolved_lr, betas=config.adam_betas,

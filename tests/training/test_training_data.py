@@ -56,6 +56,26 @@ def test_contrast_targets_where_the_answer_departs_from_each_refusal(model):
         assert b.contrast_col[1].eq(-1).all()
 
 
+def test_contrast_depth_targets_each_refusals_opening_along_the_answer(model):
+    from drtk.training import with_contrast
+
+    tok, eot = model.tokenizer, end_of_turn_ids(model)
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    enc = encode_example(model, Example("q", "Well, I think so. Yes.", "benign", "helpful"), max_response_tokens=48, eot=eot)
+    response = list(enc.ids[enc.loss_start:])
+    refusals = [ids("\n\nI'm sorry."), ids("Sorry, no.")]
+    openers = {refusals[0][0], refusals[1][0]}
+    first = set(with_contrast(enc, refusals).contrast)
+    got = set(with_contrast(enc, refusals, depth=6).contrast)
+    # the first departures as before, then both openings at response tokens 1..5, except where the answer
+    # itself continues with one of them
+    want = first | {(enc.loss_start + d, o) for d in range(1, 6) for o in openers if response[d] != o}
+    assert got == want and len(got - first) >= 8
+    assert set(with_contrast(enc, refusals, depth=1000).contrast) >= got  # capped at the answer's length
+    assert max(c for c, _ in with_contrast(enc, refusals, depth=1000).contrast) < len(enc.ids)
+    assert with_contrast(enc, refusals, depth=0).contrast == tuple(sorted(first))
+
+
 def test_truncated_answers_do_not_learn_to_stop(model):
     eot = end_of_turn_ids(model)
     enc = encode_example(model, Example("q", "a" * 30, "benign", "helpful"), max_response_tokens=10, eot=eot)

@@ -292,8 +292,15 @@ def test_refusal_contrast_adds_the_unlikelihood_of_the_refusals_opening_on_benig
         p = logits[b, off + col - 1].softmax(-1)[token]
         extra += float(-torch.log1p(-p)) * float(norm[0])
     torch.testing.assert_close(float(loss - base), 2.0 * extra, rtol=1e-4, atol=1e-6)
+    deep = Trainer(model, data, _cfg("refusal", lora=False, refusal_contrast=2.0, refusal_contrast_depth=4))
+    for e, d in zip(trainer.encoded, deep.encoded):  # deeper targets on benign rows only
+        assert set(e.contrast) < set(d.contrast) if e.group == 0 else d.contrast == ()
+    with torch.no_grad():
+        assert deep._micro_loss(collate(deep.encoded, pad_id=model.tokenizer.pad_token_id), norm)[0] > loss
     with pytest.raises(ConfigError, match="refusal_contrast"):
         _cfg("refusal", refusal_contrast=-1.0)
+    with pytest.raises(ConfigError, match="refusal_contrast_depth"):
+        _cfg("refusal", refusal_contrast_depth=8)  # nothing to weigh it
 
 
 class _AutocastTrainer(Trainer):

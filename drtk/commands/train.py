@@ -48,6 +48,9 @@ def register(subparsers: Any) -> None:
                    help="weight of the unlikelihood of a refusal's opening on benign examples (0: off)")
     p.add_argument("--refusal-contrast-depth", type=int, default=None,
                    help="with --refusal-contrast: also a refusal's opening token at each of a benign answer's first N tokens")
+    p.add_argument("--delta-scale", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="path robustness: part of the steps run at the weights start + lam (W - start), lam ~ U(LOW, HIGH)")
+    p.add_argument("--delta-scale-fraction", type=float, default=None, help="the share of those steps (default 0.5)")
     p.add_argument("--train-from-layer", type=int, default=None,
                    help="train only blocks L and up (the embedding and lower blocks stay frozen)")
     mode = p.add_mutually_exclusive_group()
@@ -96,9 +99,12 @@ def _config(args: argparse.Namespace) -> Any:
                       ("loss_reduction", "loss_reduction"),
                       ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight"),
                       ("refusal_contrast", "refusal_contrast"), ("refusal_contrast_depth", "refusal_contrast_depth"),
+                      ("delta_scale_fraction", "delta_scale_fraction"),
                       ("train_from_layer", "train_from_layer")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
+    if args.delta_scale is not None:
+        over["delta_scale"] = tuple(args.delta_scale)
     sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region)) if v is not None}
     if sched:
         if base.schedule is None:

@@ -65,6 +65,13 @@ class TrainConfig:
         direction_ema: weight of the old direction in the refresh.
         direction_per_layer_fraction: with a refresh, the share of steps that ablate each layer's own
             freshly extracted direction instead of the single one (what a per-layer attacker does).
+        delta_scale: path robustness against weight-delta interpolation (an attacker blending the trained
+            weights back toward the starting ones, ``start + lam (W - start)``): on a share
+            ``delta_scale_fraction`` of the steps, the forward and backward pass run at such a blend with
+            ``lam`` drawn uniformly from this ``(low, high)`` range (LoRA: the adapters' B matrices scaled,
+            whose start is zero), so the trained behaviour must hold part of the way back too. None: off.
+            Full fine-tuning keeps a copy of the starting trainable weights.
+        delta_scale_fraction: the share of steps that run at a blend (with ``delta_scale``).
         padding_side: ``left``, ``right`` or ``auto`` (masks and losses are right either way). ``auto`` is
             left, except under bf16 autocast: TransformerBridge casts the float32 attention mask to bf16,
             where its large negative value becomes ``-inf``, so a left-padded row's leading pad queries see
@@ -103,6 +110,8 @@ class TrainConfig:
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
     direction_per_layer_fraction: float = 0.0
+    delta_scale: "tuple[float, float] | None" = None
+    delta_scale_fraction: float = 0.5
     padding_side: str = "auto"
     mixed_precision: str = "auto"
     seed: int = 0
@@ -164,6 +173,12 @@ class TrainConfig:
             raise bad("direction_per_layer_fraction", "needs direction_refresh_every (per-layer directions are re-extracted)")
         if not 0 <= self.direction_ema < 1:
             raise bad("direction_ema", f"must be in [0, 1), got {self.direction_ema}")
+        if self.delta_scale is not None:
+            lo, hi = self.delta_scale
+            if not 0 < lo <= hi <= 1:
+                raise bad("delta_scale", f"must be (low, high) with 0 < low <= high <= 1, got {self.delta_scale}")
+        if not 0 <= self.delta_scale_fraction <= 1:
+            raise bad("delta_scale_fraction", f"must be in [0, 1], got {self.delta_scale_fraction}")
         if self.padding_side not in ("auto", "left", "right"):
             raise bad("padding_side", f"must be auto, left or right, got {self.padding_side!r}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
@@ -205,6 +220,8 @@ class TrainConfig:
         d["schedule"] = self.schedule.to_dict() if self.schedule is not None else None
         d["data"] = self.data.to_dict()
         d["adam_betas"] = list(self.adam_betas)
+        if self.delta_scale is not None:
+            d["delta_scale"] = list(self.delta_scale)
         if isinstance(self.lora_targets, tuple):
             d["lora_targets"] = list(self.lora_targets)
         return d
@@ -221,5 +238,7 @@ class TrainConfig:
             d["adam_betas"] = tuple(d["adam_betas"])
         if isinstance(d.get("lora_targets"), list):
             d["lora_targets"] = tuple(d["lora_targets"])
+        if d.get("delta_scale") is not None:
+            d["delta_scale"] = tuple(d["delta_scale"])
         return cls(**d)
 

@@ -26,10 +26,10 @@ import os
 import re
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -186,6 +186,7 @@ class Trainer:
                             for e in self.encoded]
         self.peft_model = self._setup_params()
         self.params = [p for p in model.hf.parameters() if p.requires_grad]
+        self._blend_start = self._delta_start()
         self.optimizer = torch.optim.AdamW(self.params, lr=config.resolved_lr, betas=config.adam_betas,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
@@ -254,6 +255,50 @@ class Trainer:
                     bound = 1.0 / math.sqrt(p.shape[1])
                     p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
         return peft_model
+
+    def _delta_start(self) -> "list[tuple[Tensor, Tensor | None]]":
+        """With ``delta_scale``: each blended parameter and its starting value (None: zero, LoRA's B)."""
+        if self.config.delta_scale is None:
+            return []
+        if self.peft_model is not None:
+            return [(p, None) for n, p in self.model.hf.named_parameters() if p.requires_grad and ".lora_B." in n]
+        return [(p, p.detach().clone()) for p in self.params]
+
+    def delta_scale(self, step: int) -> float:
+        """The blend factor of ``step`` (1.0: the trained weights as they are); a pure function of
+        (seed, step), so a resumed run draws the same."""
+        cfg = self.config
+        if cfg.delta_scale is None:
+            return 1.0
+        u = torch.rand(2, generator=torch.Generator().manual_seed(cfg.seed * 15485863 + step * 2 + 1))
+        lo, hi = cfg.delta_scale
+        return lo + (hi - lo) * float(u[1]) if float(u[0]) < cfg.delta_scale_fraction else 1.0
+
+    @torch.no_grad()
+    def _blend(self, lam: float) -> None:
+        """Weights to ``start + lam (W - start)`` in place; ``1 / lam`` undoes it (to rounding)."""
+        for p, start in self._blend_start:
+            if start is None:
+                p.mul_(lam)
+            else:
+                p.sub_(start).mul_(lam).add_(start)
+
+    @contextmanager
+    def _blended(self, lam: float) -> Iterator[None]:
+        """Forward and backward passes inside run at the blend ``lam``; the trained weights come back
+        on the way out, also on an error, and their gradients are ``lam`` times the blend's."""
+        if lam == 1.0:
+            yield
+            return
+        self._blend(lam)
+        try:
+            yield
+        finally:
+            self._blend(1.0 / lam)
+        with torch.no_grad():
+            for p, _ in self._blend_start:
+                if p.grad is not None:
+                    p.grad.mul_(lam)
 
     # -- data order --------------------------------------------------------------------------------
     def batch_indices(self, step: int) -> list[int]:
@@ -337,20 +382,22 @@ class Trainer:
         stats = torch.zeros(2, 2, device=self.model.device)
         abl = torch.zeros(2, device=self.model.device)  # ablated cells, region cells
         direction = self.provider.current() if self.provider else None
+        lam = self.delta_scale(step)
         self.model.hf.train()
-        for j, chunk in enumerate(chunks):
-            batch = collate([self.encoded[i] for i in chunk], pad_id=self.model.tokenizer.pad_token_id,
-                            padding_side=self.padding_side).to(self.model.device)
-            hooks = []
-            if self.sampler is not None:
-                masks = self.sampler.sample(batch.attention_mask, batch.response_start)
-                abl += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
-                hooks = ablation_hooks(self.model, direction, sites=masks.active_sites(), mask_fn=self.sampler.mask_fn)
-            sync = nullcontext() if (j == len(chunks) - 1 or self.world == 1) else acc.no_sync(self.net)
-            with sync, hook_scope(self.model, hooks):  # hooks stay on through backward()
-                loss, s = self._micro_loss(batch, norm)
-                acc.backward(loss)
-            stats += s
+        with self._blended(lam):
+            for j, chunk in enumerate(chunks):
+                batch = collate([self.encoded[i] for i in chunk], pad_id=self.model.tokenizer.pad_token_id,
+                                padding_side=self.padding_side).to(self.model.device)
+                hooks = []
+                if self.sampler is not None:
+                    masks = self.sampler.sample(batch.attention_mask, batch.response_start)
+                    abl += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
+                    hooks = ablation_hooks(self.model, direction, sites=masks.active_sites(), mask_fn=self.sampler.mask_fn)
+                sync = nullcontext() if (j == len(chunks) - 1 or self.world == 1) else acc.no_sync(self.net)
+                with sync, hook_scope(self.model, hooks):  # hooks stay on through backward()
+                    loss, s = self._micro_loss(batch, norm)
+                    acc.backward(loss)
+                stats += s
         if self.world > 1:
             stats, abl = acc.reduce(stats, reduction="sum"), acc.reduce(abl, reduction="sum")
         group_mean = stats[0] / stats[1].clamp(min=1)
@@ -377,7 +424,7 @@ class Trainer:
             "step": step, "loss": total,
             "loss_benign": float(group_mean[0]) if stats[1, 0] > 0 else float("nan"),
             "loss_harmful": float(group_mean[1]) if stats[1, 1] > 0 else float("nan"),
-            "lr": lr, "ablation_rate": rate, "grad_norm": grad_norm,
+            "lr": lr, "ablation_rate": rate, "grad_norm": grad_norm, "delta_scale": lam,
             "step_time": time.perf_counter() - t0,
         }
 

@@ -86,6 +86,54 @@ def test_history_has_metrics_and_realized_rate():
 
 
 @pytest.mark.parametrize("lora", [True, False])
+def test_delta_scale_steps_take_the_gradient_at_the_blend_and_keep_the_trained_weights(lora):
+    def grads_at_clip(trainer):
+        seen = {}
+        clip = trainer._clip
+
+        def spy():
+            seen["grads"] = [p.grad.clone() for p in trainer.params]
+            seen["weights"] = [p.detach().clone() for p in trainer.params]
+            return clip()
+
+        trainer._clip = spy
+        trainer.train_step()
+        return seen
+
+    cfg = dict(lora=lora, steps=1, max_grad_norm=None)
+    start = _trainable(load_model("drtk-tiny-chat"))
+    model = load_model("drtk-tiny-chat")
+    trainer = Trainer(model, _data(), _cfg("refusal", delta_scale=(0.5, 0.5), delta_scale_fraction=1.0, **cfg))
+    assert trainer.delta_scale(0) == 0.5
+    assert Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal", **cfg)).delta_scale(0) == 1.0
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # trained weights away from the start (LoRA: B away from zero)
+        for n, p in model.hf.named_parameters():
+            if p.requires_grad and (not lora or ".lora_B." in n):
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    trained = _trainable(model)
+    blended_model = load_model("drtk-tiny-chat")
+    plain = Trainer(blended_model, _data(), _cfg("refusal", **cfg))
+    with torch.no_grad():  # the same model at lam = 0.5: start + 0.5 (W - start); LoRA: B halved, A as is
+        for n, p in blended_model.hf.named_parameters():
+            if p.requires_grad:
+                base = torch.zeros_like(p) if lora and ".lora_B." in n else start.get(n, trained[n])
+                p.copy_(base + 0.5 * (trained[n] - base) if not lora or ".lora_B." in n else trained[n])
+    got, want = grads_at_clip(trainer), grads_at_clip(plain)
+    names = [n for n, p in model.hf.named_parameters() if p.requires_grad]
+    for n, g, w, weight in zip(names, got["grads"], want["grads"], got["weights"]):
+        scale = 0.5 if not lora or ".lora_B." in n else 1.0  # chain rule through the blend
+        torch.testing.assert_close(g, scale * w, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(weight, trained[n], rtol=1e-6, atol=1e-7)  # the trained weights came back
+    assert trainer.rows == [] and "delta_scale" in trainer.train_step()
+    with pytest.raises(ConfigError, match="delta_scale"):
+        _cfg("refusal", delta_scale=(0.0, 1.0))
+    with pytest.raises(ConfigError, match="delta_scale_fraction"):
+        _cfg("refusal", delta_scale=(0.5, 1.0), delta_scale_fraction=1.5)
+    assert TrainConfig.from_dict(_cfg("refusal", delta_scale=(0.5, 1.0)).to_dict()).delta_scale == (0.5, 1.0)
+
+
+@pytest.mark.parametrize("lora", [True, False])
 def test_train_from_layer_freezes_the_embedding_and_lower_blocks(lora):
     model = load_model("drtk-tiny-chat")  # 3 blocks
     before = {n: p.detach().clone() for n, p in model.hf.named_parameters()}

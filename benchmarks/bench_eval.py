@@ -1,7 +1,9 @@
 """Benchmark: drtk evaluation generation vs plain Hugging Face ``generate``, and GCG candidate scoring.
 
 Both generators run greedy on the same model, the same prompts and the same batch size, side by side in one
-process; the ratio is drtk tokens/s over HF tokens/s (target >= 0.8). GCG scoring is reported in
+process; the ratio is drtk tokens/s over HF tokens/s (target >= 0.8). HF ``generate`` runs on the plain
+modules (the bridge's components taken out, :meth:`ChatModel.plain`), as drtk does when no hook is
+registered; drtk with a no-op hook registered (every step through the bridge) is timed beside them. GCG scoring is reported in
 candidates/second for one prompt, and for a universal suffix over a group of prompts as the time of drtk's
 scoring (every prompt's start computed once, building those caches included) over scoring whole rows.
 
@@ -40,22 +42,28 @@ def main() -> None:
     def run_drtk() -> int:
         return sum(len(tok(c, add_special_tokens=False)["input_ids"]) for c in generate(model, prompts, config=cfg))
 
+    def run_bridged() -> int:
+        with model.bridge.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: None)]):
+            return run_drtk()
+
     def run_hf() -> int:
-        with torch.no_grad():
-            out = model.hf.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
+        with torch.no_grad(), model.plain() as hf:
+            out = hf.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
                                     max_new_tokens=args.tokens, pad_token_id=tok.pad_token_id)
         return sum(len(tok(c, add_special_tokens=False)["input_ids"])
                    for c in tok.batch_decode(out[:, batch.input_ids.shape[1]:], skip_special_tokens=True))
 
     run_drtk(), run_hf()  # warm-up
     res = {}
-    for name, fn in (("drtk", run_drtk), ("hf", run_hf)) * args.repeats:
+    for name, fn in (("drtk", run_drtk), ("hf", run_hf), ("bridged", run_bridged)) * args.repeats:
         t = time.perf_counter()
         n_tok = fn()
         res.setdefault(name, []).append(n_tok / (time.perf_counter() - t))
-    drtk_tps, hf_tps = max(res["drtk"]), max(res["hf"])
+    drtk_tps, hf_tps, bridged_tps = max(res["drtk"]), max(res["hf"]), max(res["bridged"])
     print(f"model {model.model_id}, {args.n} prompts x {args.tokens} new tokens, batch {args.n}, {model.device}")
     print(f"drtk generate: {drtk_tps:.1f} tok/s | HF generate: {hf_tps:.1f} tok/s | ratio {drtk_tps / hf_tps:.2f} (target >= 0.8)")
+    print(f"drtk generate through the bridge (a no-op hook registered): {bridged_tps:.1f} tok/s | "
+          f"plain over bridged {drtk_tps / bridged_tps:.2f}")
 
     gcg = GCG(candidates=args.candidates, batch_size=args.candidates)
     task = build_task(model, prompts[:1], gcg.target)

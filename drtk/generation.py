@@ -70,27 +70,27 @@ def generate_ids(
     (finished rows are filled with the pad id)."""
     from transformers import DynamicCache
 
-    hf = model.hf
     eos_ids = _eos_ids(model)
     pad = model.tokenizer.pad_token_id
-    cache = DynamicCache()
-    mask = attention_mask
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = hf(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-             logits_to_keep=1)
-    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     new = []
-    for step in range(cfg.max_new_tokens):
-        tok = _next_token(out.logits[:, -1], cfg, generator)
-        tok = torch.where(done, torch.full_like(tok, pad), tok)
-        new.append(tok)
-        done = done | torch.isin(tok, eos_ids)
-        if bool(done.all()) or step == cfg.max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        pos = pos[:, -1:] + 1
-        out = hf(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, past_key_values=out.past_key_values,
-                 use_cache=True)
+    with model.plain() as hf:  # hooks registered: the bridged model, where they fire
+        cache = DynamicCache()
+        mask = attention_mask
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = hf(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                 logits_to_keep=1)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for step in range(cfg.max_new_tokens):
+            tok = _next_token(out.logits[:, -1], cfg, generator)
+            tok = torch.where(done, torch.full_like(tok, pad), tok)
+            new.append(tok)
+            done = done | torch.isin(tok, eos_ids)
+            if bool(done.all()) or step == cfg.max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos[:, -1:] + 1
+            out = hf(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, past_key_values=out.past_key_values,
+                     use_cache=True)
     ids = torch.stack(new, dim=1)
     if ids.shape[1] < cfg.max_new_tokens:
         fill = torch.full((ids.shape[0], cfg.max_new_tokens - ids.shape[1]), pad, dtype=ids.dtype, device=ids.device)

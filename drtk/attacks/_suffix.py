@@ -63,7 +63,8 @@ def target_loss(
         end = ids.shape[1] - t - gap
         soft = soft.to(base.dtype).expand(len(rows), -1, -1)
         kwargs = {"inputs_embeds": torch.cat([base[:, : end - soft.shape[1]], soft, base[:, end:]], dim=1)}
-    logits = model.hf(attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=t + 1, **kwargs).logits
+    with model.plain() as hf:
+        logits = hf(attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=t + 1, **kwargs).logits
     return _target_scores(logits, target)
 
 
@@ -81,8 +82,9 @@ def prefix_cache(model: Any, before: Sequence[int]) -> DynamicCache:
     """Keys and values of the shared prompt start ``before`` (one row), for :func:`cached_target_loss`."""
     ids = torch.tensor([list(before)], device=model.device)
     cache = DynamicCache()
-    model.hf(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1], device=model.device)[None],
-             past_key_values=cache, use_cache=True, logits_to_keep=1)
+    with model.plain() as hf:
+        hf(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1], device=model.device)[None],
+           past_key_values=cache, use_cache=True, logits_to_keep=1)
     return cache
 
 
@@ -101,6 +103,7 @@ def cached_target_loss(model: Any, cache: DynamicCache, n_before: int, tails: Se
     batch_cache.batch_repeat_interleave(b)
     mask = torch.ones(b, n_before + n, dtype=torch.long, device=model.device)
     pos = torch.arange(n_before, n_before + n, device=model.device).expand(b, n)
-    logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=batch_cache, use_cache=True,
-                      logits_to_keep=len(target) + 1).logits
+    with model.plain() as hf:
+        logits = hf(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=batch_cache, use_cache=True,
+                    logits_to_keep=len(target) + 1).logits
     return _target_scores(logits, target)

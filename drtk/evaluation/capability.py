@@ -51,8 +51,9 @@ def answer_logprobs(
         rows = [tuple(p) + tuple(a) for p, a in zip(prompt_ids[i : i + batch_size], ans)]
         ids, mask = left_pad(rows, model.tokenizer.pad_token_id, model.device)
         keep = max(len(a) for a in ans) + 1
-        logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                          use_cache=False, logits_to_keep=keep).logits.float()
+        with model.plain() as hf:
+            logits = hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                        use_cache=False, logits_to_keep=keep).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         for j, a in enumerate(ans):
             rows_lp = logp[j, keep - len(a) - 1 : keep - 1]

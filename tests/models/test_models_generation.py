@@ -56,3 +56,37 @@ def test_generation_config_validates():
         GenerationConfig(max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         GenerationConfig(top_p=0.0)
+
+
+def test_unhooked_passes_run_the_plain_modules_and_match_the_bridged_model(tiny):
+    """Without hooks, forward passes and decoding run the Hugging Face modules with the bridge's components
+    taken out: the same logits and tokens as through the bridge (a no-op hook keeps it in), cached decoding
+    included, and the bridged tree back afterwards, also after an error."""
+    from drtk.generation import generate_ids
+
+    tree = [(n, type(m)) for n, m in tiny.hf.named_modules()]
+    assert not tiny.hooked(), [n for n, m in tiny.hf.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    with tiny.plain() as hf:
+        inside = [type(m).__name__ for m in hf.modules()]
+    assert not any("Bridge" in t or t == "HookPoint" for t in inside) and len(inside) < len(tree) / 2
+    with pytest.raises(RuntimeError, match="boom"), tiny.plain():
+        raise RuntimeError("boom")
+    assert [(n, type(m)) for n, m in tiny.hf.named_modules()] == tree
+
+    calls = []
+    noop = lambda x, hook: calls.append(1)  # noqa: E731  (returns None: the activation is unchanged)
+    batch = tiny.tokenize(PROMPTS)
+    cfg = GenerationConfig(max_new_tokens=8)
+    plain_logits, plain_ids = tiny.forward(batch), generate_ids(tiny, batch.input_ids, batch.attention_mask, cfg)
+    assert not calls
+    with tiny.bridge.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", noop)]):
+        assert tiny.hooked()
+        with tiny.plain() as hf:
+            assert any(type(m).__name__ == "HookPoint" for m in hf.modules())
+        bridged_logits = tiny.forward(batch)
+        bridged_ids = generate_ids(tiny, batch.input_ids, batch.attention_mask, cfg)
+    assert len(calls) == 1 + 1 + 7  # the forward, then the prompt and 7 decoding steps through the bridge
+    mask = batch.attention_mask.bool()
+    torch.testing.assert_close(plain_logits[mask], bridged_logits[mask], rtol=1e-5, atol=1e-5)
+    assert torch.equal(plain_ids, bridged_ids)
+    assert not tiny.hooked()

@@ -173,15 +173,7 @@ class ChatModel:
 
     def last_logits(self, batch: Batch) -> Float[Tensor, "batch vocab"]:
         """Next-token logits after each prompt (only the last position goes through the unembedding)."""
-        with self.plain() as hf:
-            out = hf(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            )
-        return out.logits[:, -1]
+        return self.forward(batch, logits_to_keep=1)[:, -1]
 
     def run_to(self, batch: Batch, last_hook: str) -> None:
         """Run the forward pass only until ``last_hook`` has fired (hooks do the reading)."""

@@ -117,6 +117,7 @@ class ChatModel:
         no hook is registered (nothing would fire in them): the same weights and computation, hundreds
         fewer Python calls per forward pass (most of a small model's decoding step). With any hook
         registered, the bridged model as it is. Everything is put back on the way out, also on an error.
+        A hook registered inside the block does not fire until it ends.
 
         Example:
             >>> with model.plain() as hf:                                    # doctest: +SKIP

@@ -34,6 +34,14 @@ class Batch:
         return self.input_ids.shape[0]
 
 
+def _any_hook(modules: Sequence[torch.nn.Module]) -> bool:
+    """Whether any of ``modules`` carries a hook, besides the capture hooks bridge blocks install on themselves."""
+    own = {h.id for m in modules for h in getattr(m, "_capture_hook_handles", ())}
+    return any(key not in own for m in modules
+               for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)
+               for key in hooks)
+
+
 class StopForward(Exception):
     """Raised by a hook to end a forward pass early once everything needed has been read."""
 
@@ -105,11 +113,7 @@ class ChatModel:
     def hooked(self) -> bool:
         """Whether any hook is registered anywhere in the wrapped model (hook points, bridge components,
         Hugging Face modules), besides the capture hooks the bridge's blocks install on themselves."""
-        modules = list(self.hf.modules())
-        own = {h.id for m in modules for h in getattr(m, "_capture_hook_handles", ())}
-        return any(key not in own for m in modules
-                   for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)
-                   for key in hooks)
+        return _any_hook(list(self.hf.modules()))
 
     @contextmanager
     def plain(self) -> Iterator[torch.nn.Module]:
@@ -124,10 +128,11 @@ class ChatModel:
             ...     logits = hf(input_ids=ids).logits
         """
         hf = self.hf
-        if self.hooked():
+        modules = list(hf.modules())  # one walk: the hook check and the swap list
+        if _any_hook(modules):
             yield hf
             return
-        swapped = [(parent, name, child) for parent in hf.modules()
+        swapped = [(parent, name, child) for parent in modules
                    for name, child in parent._modules.items()
                    if child is not None and child._modules.get("_original_component") is not None]
         try:

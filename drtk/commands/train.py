@@ -59,12 +59,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--p-site", type=float, default=None, help="per-site ablation probability (paper's Q)")
     p.add_argument("--p-token", type=float, default=None, help="per-token ablation probability (paper's M)")
     p.add_argument("--region", choices=("response", "prompt", "all"), default=None, help="tokens that may be ablated")
+    p.add_argument("--clean-fraction", type=float, default=None,
+                   help="share of rows trained without any ablation in each pass (default 0)")
     p.add_argument("--max-response-tokens", type=int, default=None, help="answers are cut to this many tokens")
     p.add_argument("--n-harmful", type=int, default=None, help="harmful prompts: the train split, then the fit split")
     p.add_argument("--n-harmless", type=int, default=None, help="harmless prompts: the train split, then the fit split")
     p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline prompts (train, then fit split)")
     p.add_argument("--borderline-repeat", type=int, default=None,
                    help="each borderline-benign example appears this many times (against over-refusal)")
+    p.add_argument("--recovery-joiner", default=None,
+                   help="text between a recovery example's harmful prefix and its refusal (default a paragraph "
+                        "break; '' starts the refusal right after the cut)")
     p.add_argument("--refusal-text", default=None,
                    help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,
@@ -105,17 +110,20 @@ def _config(args: argparse.Namespace) -> Any:
             over[fld] = getattr(args, flag)
     if args.delta_scale is not None:
         over["delta_scale"] = tuple(args.delta_scale)
-    sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region)) if v is not None}
+    sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region),
+                               ("clean_fraction", args.clean_fraction)) if v is not None}
     if sched:
         if base.schedule is None:
-            raise ConfigError("--p-site/--p-token/--region apply to --method deeprefusal only")
+            raise ConfigError("--p-site/--p-token/--region/--clean-fraction apply to --method deeprefusal or adaptive only")
         mode = base.schedule.mode
-        if mode == "paper" and sched.get("p_site", base.schedule.p_site) != sched.get("p_token", base.schedule.p_token):
-            mode = "gated"  # separate knobs asked for: leave the paper's single-p mode
+        if mode == "paper" and (sched.get("p_site", base.schedule.p_site) != sched.get("p_token", base.schedule.p_token)
+                                or sched.get("clean_fraction", 0.0) > 0):
+            mode = "gated"  # separate knobs or clean rows asked for: leave the paper's exact mode
         over["schedule"] = AblationSchedule.from_dict({**base.schedule.to_dict(), **sched, "mode": mode})
     data = {k: v for k, v in (("max_response_tokens", args.max_response_tokens),
                               ("borderline_repeat", args.borderline_repeat),
-                              ("refusal_text", args.refusal_text)) if v is not None}
+                              ("refusal_text", args.refusal_text),
+                              ("recovery_joiner", args.recovery_joiner)) if v is not None}
     if data:
         over["data"] = replace(base.data, **data)
     return replace(base, **over) if over else base

@@ -92,7 +92,8 @@ def sample_masks(
     """Draw the ablation masks of one forward pass (pure given the generator's state).
 
     Random numbers are drawn on the generator's device in a fixed amount per call (one gate draw, one
-    token draw of ``(site, batch, pos)``, one attack draw), so the stream stays aligned across steps.
+    token draw of ``(site, batch, pos)``, one attack draw, and with a ``clean_fraction`` one draw per
+    row), so the stream stays aligned across steps.
     """
     sites = tuple(sites)
     if not sites:
@@ -112,6 +113,9 @@ def sample_masks(
         weights = region[None].expand(len(sites), B, T).float()
     else:
         weights = (gate[:, :, None] & token & region[None]).float()
+    if schedule.clean_fraction > 0:  # drawn only when asked for, so other schedules keep their stream
+        clean = torch.rand(B, generator=generator, device=gdev) < schedule.clean_fraction
+        weights = weights * (~clean).float()[None, :, None]
     return Masks(sites, weights.to(attention_mask.device), region.to(attention_mask.device), attack)
 
 

@@ -83,6 +83,10 @@ class AblationSchedule:
             last value repeating).
         attack_fraction: fraction of steps on which every site and every region token is ablated
             (an attacker in the loop); drawn per step from the sampler's generator.
+        clean_fraction: share of rows left without any ablation in every forward pass (attack steps
+            included), drawn per row. Without it a row is almost never seen clean (at the paper's
+            p = 0.5, 45 of SmolLM2's 90 sites are ablated in each pass), while the model meets every
+            benign prompt clean at inference; these rows train that case too.
 
     Raises:
         ConfigError: naming the field (and the other field it conflicts with) and the fix.
@@ -111,9 +115,10 @@ class AblationSchedule:
     depth_floor: float = 0.0
     depth_weights: tuple[float, ...] = ()
     attack_fraction: float = 0.0
+    clean_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("p_site", "p_token", "final_scale", "depth_floor", "attack_fraction"):
+        for name in ("p_site", "p_token", "final_scale", "depth_floor", "attack_fraction", "clean_fraction"):
             _check_prob(name, getattr(self, name))
         _check_choice("mode", self.mode, Mode)
         _check_choice("gate_per", self.gate_per, GatePer)
@@ -169,7 +174,7 @@ class AblationSchedule:
                     f"p_token={self.p_token}; set them equal (AblationSchedule.paper(p)) or use mode='gated'"
                 )
             flat = {"step_profile": "constant", "layer_profile": "uniform", "depth_profile": "flat",
-                    "gate_per": "batch", "attack_fraction": 0.0}
+                    "gate_per": "batch", "attack_fraction": 0.0, "clean_fraction": 0.0}
             bad = [k for k, v in flat.items() if getattr(self, k) != v]
             if bad:
                 raise ConfigError(
@@ -263,8 +268,8 @@ class AblationSchedule:
     def expected_rate(self, *, step: int, n_layers: int, direction_layer: "int | None" = None) -> float:
         """Expected fraction of ablated (site, region token) cells for a flat depth profile.
 
-        With the ``attack_fraction`` included (full ablation on those steps). For depth profiles use
-        :meth:`probability_grid` averaged over the depths that occur.
+        With the ``attack_fraction`` (full ablation on those steps) and the ``clean_fraction`` (rows without
+        any) included. For depth profiles use :meth:`probability_grid` averaged over the depths that occur.
         """
         base = float(self.site_probabilities(step, n_layers, direction_layer).mean()) * self.p_token
-        return self.attack_fraction + (1.0 - self.attack_fraction) * base
+        return (1.0 - self.clean_fraction) * (self.attack_fraction + (1.0 - self.attack_fraction) * base)

@@ -183,6 +183,10 @@ class DataConfig:
         max_response_tokens: generated answers (and refusals) are cut to this many tokens.
         recovery: add recovery examples (harmful prefix -> refusal) for every harmful prompt.
         recovery_tokens: inclusive (low, high) range of harmful prefix lengths in tokens.
+        recovery_joiner: text between a recovery example's cut prefix and its refusal (learned with the
+            refusal). The default paragraph break is also where helpful answers go on ("Dear Sam,\n\n..."),
+            so it makes every paragraph break a point to break off at; ``""`` starts the refusal right after
+            the cut.
         refusal_source: ``"auto"`` (the model's own refusal where it refuses, else a shipped one),
             ``"model"`` (the same, logged when it falls back) or ``"shipped"`` (always the shipped texts).
         refusal_text: one refusal for every harmful prompt (refusal and recovery examples) instead of
@@ -200,6 +204,7 @@ class DataConfig:
     max_response_tokens: int = 48
     recovery: bool = False
     recovery_tokens: tuple[int, int] = (20, 25)
+    recovery_joiner: str = "\n\n"
     refusal_source: str = "auto"
     refusal_text: "str | None" = None
     prefix_source: str = "ablated"
@@ -414,7 +419,7 @@ def build_training_set(
         rec_refusals = refusals_for([categories[i] for i in keep])
         examples += recovery_examples(
             [harmful[i] for i in keep], [answers[i] for i in keep], rec_refusals,
-            tokenizer=model.tokenizer, k_range=cfg.recovery_tokens, seed=cfg.seed,
+            tokenizer=model.tokenizer, k_range=cfg.recovery_tokens, seed=cfg.seed, joiner=cfg.recovery_joiner,
         )
     if cache is not None and cache.hits:
         logger.info("generations: %d reused from %s", cache.hits, cache.path or "the cache")

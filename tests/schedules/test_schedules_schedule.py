@@ -133,6 +133,20 @@ def test_attack_fraction_ablates_everything():
     assert m.full and m.realized_rate == 1.0
 
 
+def test_clean_fraction_leaves_whole_rows_unablated_also_on_attack_steps():
+    attn, start = _batch(B=64)
+    for attack in (0.0, 1.0):
+        base = _masks(AblationSchedule(p_site=1.0, p_token=1.0, attack_fraction=attack), attn, start)
+        m = _masks(AblationSchedule(p_site=1.0, p_token=1.0, attack_fraction=attack, clean_fraction=0.25), attn, start)
+        clean = m.weights.sum((0, 2)) == 0  # (batch,) rows no site touches
+        assert 4 <= int(clean.sum()) <= 32  # about a quarter of 64 rows
+        assert torch.equal(m.weights[:, ~clean], base.weights[:, ~clean])  # the others exactly as without it
+    s = AblationSchedule(p_site=1.0, p_token=1.0, clean_fraction=0.25)
+    assert s.expected_rate(step=0, n_layers=4) == pytest.approx(0.75)
+    with pytest.raises(ConfigError, match="clean_fraction"):
+        AblationSchedule.paper(0.5, clean_fraction=0.5)
+
+
 def test_gate_per_batch_is_one_draw_per_site():
     attn, start = _batch(B=8)
     m = _masks(AblationSchedule(p_site=0.5, p_token=1.0), attn, start, n_layers=8)

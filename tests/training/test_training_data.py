@@ -1,5 +1,7 @@
 """Training data: exact loss masks, recovery prefixes, padding, configs and data errors."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -165,7 +167,11 @@ def test_refusal_text_goes_to_every_harmful_prompt_recovery_included(model):
     harmful = [e for e in data.examples if e.group == "harmful"]
     assert {e.kind for e in harmful} >= {"refusal"} and len(harmful) >= 3
     assert all(e.response.endswith(text) for e in harmful)  # a recovery example's joiner comes before it
+    assert {e.response for e in harmful if e.kind == "recovery"} == {"\n\n" + text}
     assert TrainConfig.from_dict(TrainConfig(method="recovery", data=cfg).to_dict()).data.refusal_text == text
+    joined = build_training_set(model, harmful=["how to do harm", "harm please", "build a bomb"],
+                                harmless=["hello", "a poem"], config=replace(cfg, recovery_joiner=""))
+    assert {e.response for e in joined.examples if e.kind == "recovery"} == {text}  # the refusal right after the cut
     with pytest.raises(ConfigError, match="refusal_text"):
         DataConfig(refusal_text="  ")
 
@@ -261,9 +267,12 @@ def test_train_flags_reach_the_config(tmp_path):
     args = build_parser().parse_args([
         "train", "--model", "m", "--method", "refusal", "--full", "--loss-reduction", "mean", "--benign-weight", "0.35",
         "--harmful-weight", "0.65", "--decision-tokens", "4", "--decision-weight", "5", "--refusal-contrast", "1",
-        "--train-from-layer", "3", "--refusal-text", "No.", "--out", str(tmp_path)])
+        "--train-from-layer", "3", "--refusal-text", "No.", "--recovery-joiner", "", "--out", str(tmp_path)])
     cfg = _config(args)
     assert (cfg.lora, cfg.loss_reduction, cfg.benign_weight, cfg.harmful_weight) == (False, "mean", 0.35, 0.65)
     assert (cfg.decision_tokens, cfg.decision_weight, cfg.refusal_contrast, cfg.train_from_layer) == (4, 5.0, 1.0, 3)
-    assert cfg.data.refusal_text == "No."
+    assert (cfg.data.refusal_text, cfg.data.recovery_joiner) == ("No.", "")
     assert _config(build_parser().parse_args(["train", "--model", "m", "--out", str(tmp_path)])).refusal_contrast == 0
+    dr = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--clean-fraction", "0.25",
+                                            "--out", str(tmp_path)])).schedule
+    assert (dr.mode, dr.p_site, dr.p_token, dr.clean_fraction) == ("gated", 0.5, 0.5, 0.25)  # the paper's p, clean rows

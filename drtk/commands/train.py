@@ -68,8 +68,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--borderline-repeat", type=int, default=None,
                    help="each borderline-benign example appears this many times (against over-refusal)")
     p.add_argument("--recovery-joiner", default=None,
-                   help="text between a recovery example's harmful prefix and its refusal (default a paragraph "
-                        "break; '' starts the refusal right after the cut)")
+                   help="text between a recovery example's harmful prefix and its refusal, \\n and \\t read as "
+                        "newline and tab (default a paragraph break; '' starts the refusal right after the cut)")
     p.add_argument("--refusal-text", default=None,
                    help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,
@@ -123,10 +123,15 @@ def _config(args: argparse.Namespace) -> Any:
     data = {k: v for k, v in (("max_response_tokens", args.max_response_tokens),
                               ("borderline_repeat", args.borderline_repeat),
                               ("refusal_text", args.refusal_text),
-                              ("recovery_joiner", args.recovery_joiner)) if v is not None}
+                              ("recovery_joiner", _unescape(args.recovery_joiner))) if v is not None}
     if data:
         over["data"] = replace(base.data, **data)
     return replace(base, **over) if over else base
+
+
+def _unescape(text: "str | None") -> "str | None":
+    """``\\n`` and ``\\t`` typed on a command line as newline and tab."""
+    return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _take(train: Any, fit: Any, n: "int | None", *, default_all: bool = False) -> Any:

@@ -272,6 +272,8 @@ def test_train_flags_reach_the_config(tmp_path):
     assert (cfg.lora, cfg.loss_reduction, cfg.benign_weight, cfg.harmful_weight) == (False, "mean", 0.35, 0.65)
     assert (cfg.decision_tokens, cfg.decision_weight, cfg.refusal_contrast, cfg.train_from_layer) == (4, 5.0, 1.0, 3)
     assert (cfg.data.refusal_text, cfg.data.recovery_joiner) == ("No.", "")
+    typed = build_parser().parse_args(["train", "--model", "m", "--recovery-joiner", "\\n--\\n", "--out", str(tmp_path)])
+    assert _config(typed).data.recovery_joiner == "\n--\n"  # as typed in a shell, without $'...'
     assert _config(build_parser().parse_args(["train", "--model", "m", "--out", str(tmp_path)])).refusal_contrast == 0
     dr = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--clean-fraction", "0.25",
                                             "--out", str(tmp_path)])).schedule

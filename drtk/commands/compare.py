@@ -2,10 +2,14 @@
 
 Writes into ``--out``: ``comparison.csv`` (one row per run), ``spread.csv`` (mean, min and max over the runs of
 each configuration with repeats), ``comparison.md`` and figures (``asr_vs_over_refusal``: one point per run and
-attack; ``asr_bars``).
+attack; ``asr_bars``). When the runs' folders hold their completions on the same benign prompts,
+``over_refusal_by_prompt.csv`` says which runs refused each benign prompt; with ``--direction`` (a direction
+of the starting model) it gains each prompt's projection on that direction, measured on ``--model`` (default:
+the model the direction was found on), and the figure ``over_refusal_vs_projection``.
 
 Example:
     drtk compare deeprefusal=runs/dr/eval adaptive#0=runs/ad0/eval adaptive#1=runs/ad1/eval --out runs/compare
+    drtk compare runs/*-eval --direction runs/demo/direction --out runs/compare   # + which prompts, and why
 
 A label ``name#tag`` marks a repeat of the configuration ``name`` (seeds); a run given without a label is
 named after its folder.
@@ -16,7 +20,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from drtk.errors import ConfigError
+from drtk.commands.common import add_model_args, load_model_from_args
+from drtk.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +33,10 @@ def register(subparsers: Any) -> None:
                    help="a results.json file or a `drtk eval --out` folder, optionally labelled")
     p.add_argument("--attacks", default=None, help="comma-separated attack labels to show (default: all)")
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=run)
+    p.add_argument("--direction", type=Path, default=None,
+                   help="the starting model's refusal direction: over-refused prompts against their projection on it")
+    add_model_args(p)
+    p.set_defaults(func=run, model=None)
 
 
 def _labelled(spec: str) -> tuple[str, str]:
@@ -43,7 +51,8 @@ def _labelled(spec: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from drtk.evaluation.compare import comparison_markdown, comparison_table, load_results, spread_table
+    from drtk.evaluation.compare import (comparison_markdown, comparison_table, load_results, over_refusal_by_prompt,
+                                         spread_table)
     from drtk.viz import save_figure
     from drtk.viz.story import TRADEOFF_ATTACKS, asr_before_after, asr_vs_over_refusal, tradeoff_panels
 
@@ -75,6 +84,46 @@ def run(args: argparse.Namespace) -> int:
     save_figure(tradeoff_panels(table, decisive), figures, "tradeoff")
     save_figure(asr_vs_over_refusal(shown, attacks=decisive), figures, "asr_vs_over_refusal")
     save_figure(asr_before_after(shown, title="Attack success per run (95% Wilson intervals)"), figures, "asr_bars")
+    try:
+        by_prompt = over_refusal_by_prompt({label: path for label, path in map(_labelled, args.runs)})
+    except DataError as err:
+        if args.direction is not None:
+            raise
+        logger.info("no per-prompt over-refusal table: %s", err)
+    else:
+        if args.direction is not None:
+            _add_projections(args, by_prompt, figures)
+        by_prompt.to_csv(args.out / "over_refusal_by_prompt.csv", index=False)
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     logger.info("wrote %s", args.out)
     return 0
+
+
+def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path) -> None:
+    """Each benign prompt's projection on the direction (its layer and position) on the starting model; the
+    harmful prompts of the first run for the band of the figure."""
+    import json
+
+    from drtk.directions import Direction
+    from drtk.directions.candidates import projections_by_layer
+    from drtk.viz import save_figure
+    from drtk.viz.story import over_refusal_vs_projection
+
+    direction = Direction.load(args.direction)
+    if direction.kind != "single" or direction.layer is None:
+        raise ConfigError(f"--direction needs a single direction with its layer (got a {direction.kind} direction)")
+    args.model = args.model or direction.model_id
+    model = load_model_from_args(args)
+    vector = direction.for_model(model)
+    position = direction.position if direction.position is not None else -1
+
+    def project(prompts: list[str]) -> Any:
+        return projections_by_layer(model, prompts, vector, position=position)[:, direction.layer]
+
+    by_prompt["projection"] = project(list(by_prompt["prompt"])).tolist()
+    first = _labelled(args.runs[0])[1]
+    folder = Path(first).parent if Path(first).name == "results.json" else Path(first)
+    rows = [json.loads(line) for line in (folder / "completions.jsonl").read_text().splitlines() if line.strip()]
+    harmful = [r["prompt"] for r in rows if r["attack"] == "none" and r["set"] == "harmful"]
+    save_figure(over_refusal_vs_projection(by_prompt, harmful=project(harmful) if harmful else None,
+                                           direction_label=f"layer {direction.layer}"), figures, "over_refusal_vs_projection")

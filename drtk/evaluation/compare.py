@@ -2,6 +2,9 @@
 
 Runs are ``results.json`` documents under a label. Labels of the form ``name#tag`` (e.g. ``adaptive#seed1``)
 are repeats of the configuration ``name``; :func:`spread_table` gives their mean and range per column.
+:func:`over_refusal_by_prompt` reads the runs' ``completions.jsonl`` and says which benign prompts each run
+refused: over-refusal concentrated on the same few prompts in every run is a property of those prompts (and
+of the starting model's representation of them), not noise.
 
     >>> table = comparison_table({"deeprefusal": dr, "adaptive#0": a0, "adaptive#1": a1})  # doctest: +SKIP
     >>> spread_table(table)                                                                 # doctest: +SKIP
@@ -66,6 +69,40 @@ def comparison_table(results: Mapping[str, Mapping[str, Any]], *, attacks: "tupl
         row["n"] = max((a["n"] for a in res["attacks"].values()), default=0)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def over_refusal_by_prompt(folders: Mapping[str, "str | Path"]) -> pd.DataFrame:
+    """One row per benign prompt (unattacked, harmless and borderline sets) with one column per run: did the
+    run refuse it; ``refused_by`` counts the runs that did. Sorted by that count, most refused first.
+
+    Args:
+        folders: run label -> a ``drtk eval --out`` folder (or its ``results.json``), holding ``completions.jsonl``.
+
+    Raises:
+        DataError: a folder without completions, or runs judged on different benign prompts.
+    """
+    if not folders:
+        raise DataError("nothing to compare: no evaluation folders given")
+    verdicts: dict[str, dict[tuple[str, str], bool]] = {}
+    for label, path in folders.items():
+        p = Path(path)
+        p = p.parent if p.name == "results.json" else p
+        if not (p / "completions.jsonl").exists():
+            raise DataError(f"no completions.jsonl in {p}: pass the folder `drtk eval --out` wrote")
+        rows = [json.loads(line) for line in (p / "completions.jsonl").read_text().splitlines() if line.strip()]
+        verdicts[label] = {(r["set"], r["prompt"]): r["verdict"] == "refused" for r in rows
+                           if r["attack"] == "none" and r["set"] != "harmful"}
+    keys = next(iter(verdicts.values())).keys()
+    for label, v in verdicts.items():
+        if v.keys() != keys:
+            raise DataError(f"run {label!r} was judged on other benign prompts than {next(iter(verdicts))!r}; "
+                            "per-prompt counts need the same prompts (same sets and --limit)")
+    if not keys:
+        raise DataError("the runs have no unattacked benign completions (evaluate with over-refusal sets)")
+    table = pd.DataFrame([{"set": s, "prompt": q, **{label: v[(s, q)] for label, v in verdicts.items()}}
+                          for s, q in keys])
+    table["refused_by"] = table[list(verdicts)].sum(axis=1)
+    return table.sort_values("refused_by", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def spread_table(table: pd.DataFrame) -> pd.DataFrame:

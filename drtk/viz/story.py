@@ -173,3 +173,34 @@ def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATT
     fig.update_layout(title="Attack success vs over-refusal, one point per configuration (repeats: mean, min–max)",
                       width=330 * max(len(attacks), 1) + 220, height=480)
     return fig
+
+
+def over_refusal_vs_projection(table: pd.DataFrame, *, harmful: "Tensor | None" = None, direction_label: str = "") -> go.Figure:
+    """Which benign prompts the runs over-refuse, against where the starting model puts them on its refusal
+    direction: one point per prompt (x its projection, y how many runs refused it, jittered apart), the band
+    the harmful prompts' projections span shaded. Points far right are benign prompts the starting model
+    already represents like harmful ones.
+
+    Args:
+        table: :func:`drtk.evaluation.compare.over_refusal_by_prompt` with a ``projection`` column.
+        harmful: the harmful prompts' projections, for the band (optional).
+        direction_label: named in the x axis title (e.g. "layer 23").
+    """
+    n_runs = len([c for c in table.columns if c not in ("set", "prompt", "refused_by", "projection")])
+    fig = go.Figure()
+    if harmful is not None and len(harmful):
+        fig.add_vrect(x0=float(harmful.min()), x1=float(harmful.max()), fillcolor="rgba(214,39,40,0.12)", line_width=0,
+                      annotation_text="harmful prompts", annotation_position="top left")
+    for i, (name, rows) in enumerate(table.groupby("set", sort=False)):
+        jitter = ((rows.index.to_numpy() * 0.618) % 1 - 0.5) * 0.3  # deterministic, keeps equal counts apart
+        fig.add_trace(go.Scatter(
+            x=rows["projection"], y=rows["refused_by"] + jitter, mode="markers", name=str(name),
+            marker=dict(size=9, color=_color(str(name), i), opacity=0.8), text=rows["prompt"],
+            hovertemplate="%{text}<br>projection %{x:.1f}<br>refused by %{customdata} runs<extra></extra>",
+            customdata=rows["refused_by"],
+        ))
+    fig.update_layout(
+        title=f"Over-refused benign prompts vs the starting model's refusal projection ({n_runs} runs)",
+        xaxis=dict(title=f"projection on the refusal direction{', ' + direction_label if direction_label else ''} (starting model)"),
+        yaxis=dict(title="runs that refused the prompt", range=[-0.6, n_runs + 0.6]), width=900, height=520)
+    return fig

@@ -67,6 +67,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline prompts (train, then fit split)")
     p.add_argument("--borderline-repeat", type=int, default=None,
                    help="each borderline-benign example appears this many times (against over-refusal)")
+    p.add_argument("--hard-benign", type=float, default=None,
+                   help="share of benign prompts, those projecting highest on the refusal direction, to oversample")
+    p.add_argument("--hard-benign-repeat", type=int, default=None, help="extra copies of each (default 2)")
     p.add_argument("--recovery-joiner", default=None,
                    help="text between a recovery example's harmful prefix and its refusal, \\n and \\t read as "
                         "newline and tab (default a paragraph break; '' starts the refusal right after the cut)")
@@ -123,7 +126,9 @@ def _config(args: argparse.Namespace) -> Any:
     data = {k: v for k, v in (("max_response_tokens", args.max_response_tokens),
                               ("borderline_repeat", args.borderline_repeat),
                               ("refusal_text", args.refusal_text),
-                              ("recovery_joiner", _unescape(args.recovery_joiner))) if v is not None}
+                              ("recovery_joiner", _unescape(args.recovery_joiner)),
+                              ("hard_benign", args.hard_benign),
+                              ("hard_benign_repeat", args.hard_benign_repeat)) if v is not None}
     if data:
         over["data"] = replace(base.data, **data)
     return replace(base, **over) if over else base
@@ -207,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
             model, harmful=splits["harmful"].prompts, harmless=splits["harmless"].prompts,
             borderline=splits["borderline"].prompts, harmful_categories=splits["harmful"].categories, config=cfg.data,
             direction=direction.for_model(model) if direction is not None else None, cache=cache,
+            direction_layer=direction.layer if direction is not None else None,
+            direction_position=direction.position if direction is not None and direction.position is not None else -1,
         )
         if cache is not None:
             cache.save()

@@ -198,6 +198,11 @@ class DataConfig:
         generation_batch_size: prompts per generation batch.
         borderline_repeat: each borderline-benign example appears this many times (oversampling: the few
             prompts that look harmful but are safe carry the fight against over-refusal).
+        hard_benign: the share of benign prompts (harmless and borderline together) that the model places
+            nearest the harmful side -- the highest projections on its refusal direction, at the direction's
+            layer and position -- to oversample (0: off; needs the direction and its layer). A defence
+            over-refuses first the benign prompts its starting model already represents like harmful ones.
+        hard_benign_repeat: extra copies of each of those examples (on top of ``borderline_repeat``).
         seed: seeds the refusal choice and the prefix lengths.
     """
 
@@ -210,6 +215,8 @@ class DataConfig:
     prefix_source: str = "ablated"
     generation_batch_size: int = 32
     borderline_repeat: int = 1
+    hard_benign: float = 0.0
+    hard_benign_repeat: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -228,6 +235,10 @@ class DataConfig:
             raise ConfigError(f"DataConfig.generation_batch_size must be >= 1, got {self.generation_batch_size}")
         if self.borderline_repeat < 1:
             raise ConfigError(f"DataConfig.borderline_repeat must be >= 1, got {self.borderline_repeat}")
+        if not 0 <= self.hard_benign <= 1:
+            raise ConfigError(f"DataConfig.hard_benign must be a share in [0, 1], got {self.hard_benign}")
+        if self.hard_benign_repeat < 1:
+            raise ConfigError(f"DataConfig.hard_benign_repeat must be >= 1, got {self.hard_benign_repeat}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -335,6 +346,8 @@ def build_training_set(
     harmful_answers: "Sequence[str] | None" = None,
     harmful_categories: "Sequence[str | None] | None" = None,
     cache: "GenerationCache | None" = None,
+    direction_layer: "int | None" = None,
+    direction_position: int = -1,
 ) -> TrainingSet:
     """Build the examples of a run with the model's own generations (see the module docstring).
 
@@ -350,6 +363,7 @@ def build_training_set(
             fits its topic; None: general refusals only.
         cache: a :class:`GenerationCache`: generations found there are reused, new ones added (call its
             ``save()`` to keep them).
+        direction_layer, direction_position: where ``direction`` was found (for ``hard_benign``).
 
     Returns:
         A :class:`TrainingSet` with both loss groups.
@@ -366,6 +380,8 @@ def build_training_set(
     rng = random.Random(cfg.seed)
     categories = list(harmful_categories) if harmful_categories is not None else [None] * len(harmful)
     _same_length(harmful, categories, "harmful_categories")
+    if cfg.hard_benign and (direction is None or direction.ndim != 1 or direction_layer is None):
+        raise ConfigError("DataConfig.hard_benign needs a single direction and its layer (direction=, direction_layer=)")
     gen = partial(_answers, model, cfg=cfg, cache=cache, model_sum=weights_checksum(model) if cache else "")
     examples: list[Example] = []
     for kind, prompts in (("helpful", harmless), ("borderline", borderline)):
@@ -386,6 +402,8 @@ def build_training_set(
             found = helpful_examples([prompts[i] for i in keep], [answers[i] for i in keep], kind=kind,
                                      complete=[complete[i] for i in keep])
             examples += found * (cfg.borderline_repeat if kind == "borderline" else 1)
+    if cfg.hard_benign:
+        examples += _hardest(model, examples, cfg, direction, direction_layer, direction_position)
 
     def refusals_for(cats: "Sequence[str | None]") -> list[str]:
         return [cfg.refusal_text] * len(cats) if cfg.refusal_text is not None else shipped_refusals(cats, rng)
@@ -424,6 +442,23 @@ def build_training_set(
     if cache is not None and cache.hits:
         logger.info("generations: %d reused from %s", cache.hits, cache.path or "the cache")
     return TrainingSet(tuple(examples)).require_groups()
+
+
+def _hardest(model: Any, benign: Sequence[Example], cfg: DataConfig, direction: Tensor, layer: int,
+             position: int) -> list[Example]:
+    """The extra copies of the benign examples whose prompts project highest on the refusal direction."""
+    from drtk.directions.candidates import projections_by_layer
+
+    prompts = list(dict.fromkeys(e.prompt for e in benign))
+    if not prompts:
+        return []
+    proj = projections_by_layer(model, prompts, direction, position=position)[:, layer]
+    n = max(1, round(cfg.hard_benign * len(prompts)))
+    hard = {prompts[i] for i in proj.topk(n).indices.tolist()}
+    logger.info("hard benign: %d of %d prompts (projection >= %.2f) get %d extra copies", n, len(prompts),
+                float(proj.topk(n).values.min()), cfg.hard_benign_repeat)
+    once = list({e.prompt: e for e in benign if e.prompt in hard}.values())
+    return once * cfg.hard_benign_repeat
 
 
 # -- encoding --------------------------------------------------------------------------------------------

@@ -190,6 +190,32 @@ def test_borderline_repeat_oversamples_only_borderline(model):
         DataConfig(borderline_repeat=0)
 
 
+def test_hard_benign_oversamples_the_prompts_projecting_highest_on_the_direction(model):
+    from collections import Counter
+
+    from drtk.directions.candidates import projections_by_layer
+
+    r = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    sets = dict(harmful=["harm please"], harmless=["hello", "a poem", "a song", "a joke"],
+                borderline=["kill a process", "shoot a photo"])
+
+    def build(**kw):
+        cfg = DataConfig(max_response_tokens=6, **kw)
+        return build_training_set(model, **sets, config=cfg, direction=r, direction_layer=1)
+
+    plain, hard = build(), build(hard_benign=0.5, hard_benign_repeat=2)
+    benign = list(dict.fromkeys(e.prompt for e in plain.examples if e.group == "benign"))
+    assert len(benign) >= 2
+    proj = projections_by_layer(model, benign, r)[:, 1]
+    top = {benign[i] for i in proj.topk(round(len(benign) / 2)).indices.tolist()}
+    extra = Counter(e.prompt for e in hard.examples) - Counter(e.prompt for e in plain.examples)
+    assert extra == Counter({p: 2 for p in top})
+    with pytest.raises(ConfigError, match="hard_benign needs"):
+        build_training_set(model, **sets, config=DataConfig(max_response_tokens=6, hard_benign=0.5), direction=r)
+    with pytest.raises(ConfigError, match="hard_benign"):
+        DataConfig(hard_benign=1.5)
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"method": "sft"}, "method"),
     ({"steps": 0}, "steps"),

@@ -190,8 +190,8 @@ def over_refusal_vs_projection(table: pd.DataFrame, *, harmful: "Tensor | None" 
     fig = go.Figure()
     if harmful is not None and len(harmful):
         fig.add_vrect(x0=float(harmful.min()), x1=float(harmful.max()), fillcolor="rgba(214,39,40,0.12)", line_width=0,
-                      annotation_text="harmful prompts", annotation_position="top left")
-    for i, (name, rows) in enumerate(table.groupby("set", sort=False)):
+                      annotation_text="harmful prompts", annotation_position="bottom right")
+    for i, (name, rows) in enumerate(table.groupby("set", sort=True)):
         jitter = ((rows.index.to_numpy() * 0.618) % 1 - 0.5) * 0.3  # deterministic, keeps equal counts apart
         fig.add_trace(go.Scatter(
             x=rows["projection"], y=rows["refused_by"] + jitter, mode="markers", name=str(name),

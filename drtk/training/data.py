@@ -184,9 +184,9 @@ class DataConfig:
         recovery: add recovery examples (harmful prefix -> refusal) for every harmful prompt.
         recovery_tokens: inclusive (low, high) range of harmful prefix lengths in tokens.
         recovery_joiner: text between a recovery example's cut prefix and its refusal (learned with the
-            refusal). The default paragraph break is also where helpful answers go on ("Dear Sam,\n\n..."),
-            so it makes every paragraph break a point to break off at; ``""`` starts the refusal right after
-            the cut.
+            refusal); ``""`` starts the refusal right after the cut. The default paragraph break is also
+            where helpful answers go on ("Dear Sam,\n\n..."); measured on the embedded model, removing it
+            does not stop helpful answers breaking off there (docs/adaptive-defense.md).
         refusal_source: ``"auto"`` (the model's own refusal where it refuses, else a shipped one),
             ``"model"`` (the same, logged when it falls back) or ``"shipped"`` (always the shipped texts).
         refusal_text: one refusal for every harmful prompt (refusal and recovery examples) instead of
@@ -453,10 +453,10 @@ def _hardest(model: Any, benign: Sequence[Example], cfg: DataConfig, direction: 
     if not prompts:
         return []
     proj = projections_by_layer(model, prompts, direction, position=position)[:, layer]
-    n = max(1, round(cfg.hard_benign * len(prompts)))
-    hard = {prompts[i] for i in proj.topk(n).indices.tolist()}
-    logger.info("hard benign: %d of %d prompts (projection >= %.2f) get %d extra copies", n, len(prompts),
-                float(proj.topk(n).values.min()), cfg.hard_benign_repeat)
+    top = proj.topk(max(1, round(cfg.hard_benign * len(prompts))))
+    hard = {prompts[i] for i in top.indices.tolist()}
+    logger.info("hard benign: %d of %d prompts (projection >= %.2f) get %d extra copies", len(hard), len(prompts),
+                float(top.values.min()), cfg.hard_benign_repeat)
     once = list({e.prompt: e for e in benign if e.prompt in hard}.values())
     return once * cfg.hard_benign_repeat
 

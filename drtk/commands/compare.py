@@ -102,10 +102,9 @@ def run(args: argparse.Namespace) -> int:
 def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path) -> None:
     """Each benign prompt's projection on the direction (its layer and position) on the starting model; the
     harmful prompts of the first run for the band of the figure."""
-    import json
-
     from drtk.directions import Direction
     from drtk.directions.candidates import projections_by_layer
+    from drtk.evaluation.compare import load_completions
     from drtk.viz import save_figure
     from drtk.viz.story import over_refusal_vs_projection
 
@@ -121,9 +120,7 @@ def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path) ->
         return projections_by_layer(model, prompts, vector, position=position)[:, direction.layer]
 
     by_prompt["projection"] = project(list(by_prompt["prompt"])).tolist()
-    first = _labelled(args.runs[0])[1]
-    folder = Path(first).parent if Path(first).name == "results.json" else Path(first)
-    rows = [json.loads(line) for line in (folder / "completions.jsonl").read_text().splitlines() if line.strip()]
-    harmful = [r["prompt"] for r in rows if r["attack"] == "none" and r["set"] == "harmful"]
+    harmful = [r["prompt"] for r in load_completions(_labelled(args.runs[0])[1])
+               if r["attack"] == "none" and r["set"] == "harmful"]
     save_figure(over_refusal_vs_projection(by_prompt, harmful=project(harmful) if harmful else None,
                                            direction_label=f"layer {direction.layer}"), figures, "over_refusal_vs_projection")

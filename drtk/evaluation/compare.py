@@ -36,6 +36,15 @@ def load_results(path: "str | Path") -> dict[str, Any]:
     return doc
 
 
+def load_completions(path: "str | Path") -> list[dict[str, Any]]:
+    """The judged completions of an evaluation (``completions.jsonl``), from its folder or its ``results.json``."""
+    p = Path(path)
+    p = p.parent if p.name == "results.json" else p
+    if not (p / "completions.jsonl").exists():
+        raise DataError(f"no completions.jsonl in {p}: pass the folder `drtk eval --out` wrote")
+    return [json.loads(line) for line in (p / "completions.jsonl").read_text().splitlines() if line.strip()]
+
+
 def config_name(label: str) -> str:
     """The configuration a run label belongs to: ``adaptive#seed1`` -> ``adaptive``."""
     return label.split("#", 1)[0]
@@ -85,12 +94,7 @@ def over_refusal_by_prompt(folders: Mapping[str, "str | Path"]) -> pd.DataFrame:
         raise DataError("nothing to compare: no evaluation folders given")
     verdicts: dict[str, dict[tuple[str, str], bool]] = {}
     for label, path in folders.items():
-        p = Path(path)
-        p = p.parent if p.name == "results.json" else p
-        if not (p / "completions.jsonl").exists():
-            raise DataError(f"no completions.jsonl in {p}: pass the folder `drtk eval --out` wrote")
-        rows = [json.loads(line) for line in (p / "completions.jsonl").read_text().splitlines() if line.strip()]
-        verdicts[label] = {(r["set"], r["prompt"]): r["verdict"] == "refused" for r in rows
+        verdicts[label] = {(r["set"], r["prompt"]): r["verdict"] == "refused" for r in load_completions(path)
                            if r["attack"] == "none" and r["set"] != "harmful"}
     keys = next(iter(verdicts.values())).keys()
     for label, v in verdicts.items():

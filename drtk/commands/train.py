@@ -73,6 +73,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--recovery-joiner", default=None,
                    help="text between a recovery example's harmful prefix and its refusal, \\n and \\t read as "
                         "newline and tab (default a paragraph break; '' starts the refusal right after the cut)")
+    p.add_argument("--retain-weight", type=float, default=None,
+                   help="hold benign examples' residual stream to the starting model's, with this weight (default 0)")
+    p.add_argument("--retain-layers", type=_layers, default=None,
+                   help="blocks whose output --retain-weight holds, e.g. 7,15,22,29 (default four spread layers)")
+    p.add_argument("--retain-projection", type=float, default=None,
+                   help="hold benign examples' projection on the starting direction to at most the starting model's, "
+                        "with this weight (default 0)")
     p.add_argument("--refusal-text", default=None,
                    help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,
@@ -108,6 +115,8 @@ def _config(args: argparse.Namespace) -> Any:
                       ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight"),
                       ("refusal_contrast", "refusal_contrast"), ("refusal_contrast_depth", "refusal_contrast_depth"),
                       ("delta_scale_fraction", "delta_scale_fraction"),
+                      ("retain_weight", "retain_weight"), ("retain_layers", "retain_layers"),
+                      ("retain_projection", "retain_projection"),
                       ("train_from_layer", "train_from_layer")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
@@ -132,6 +141,14 @@ def _config(args: argparse.Namespace) -> Any:
     if data:
         over["data"] = replace(base.data, **data)
     return replace(base, **over) if over else base
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    """``7,15,22`` as block indices."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected block indices like 7,15,22, got {text!r}") from None
 
 
 def _unescape(text: "str | None") -> "str | None":

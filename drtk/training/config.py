@@ -59,6 +59,22 @@ class TrainConfig:
             first N tokens of every benign answer, where the answer itself goes on differently (0: only
             the first departure). Recovery training teaches a model to break off after a harmful prefix;
             this teaches it not to break off a helpful answer the same way.
+        retain_weight: weight of a representation-retention term on every benign example (0: off): the
+            residual stream after the blocks ``retain_layers``, over all of the example's tokens, is held to
+            the starting model's on the same example (mean over tokens and layers of the squared distance,
+            relative to the starting activation's squared norm). Output cross-entropy teaches the training
+            prompts' answers; this keeps the *representation* of benign inputs where it was, so prompts
+            near them (held-out near-misses of the refusal direction) stay answered too -- the retain loss
+            of representation-rerouting defences. The starting model's activations are computed once,
+            before the first step, and kept (examples x tokens x layers x d_model floats on the device).
+        retain_layers: the blocks whose output ``retain_weight`` holds (None: four spread over the model,
+            ``n/4, n/2, 3n/4`` and the last).
+        retain_projection: weight of a one-sided hold on the refusal direction itself (0: off): on every benign
+            example, ``relu((h - h_start) . r / g)^2`` averaged over its tokens, where ``h`` is the input of the
+            direction's layer, ``r`` the starting direction (unit) and ``g`` its length (a difference in means:
+            the harmful-harmless gap), so a benign prompt's projection may fall but not rise above the starting
+            model's. Defences trained to refuse with the direction ablated raise it on benign prompts, and the
+            rise tracks their over-refusal.
         schedule: the ablation schedule (``deeprefusal`` only).
         direction_refresh_every: re-extract the direction on the training model every N steps (EMA with
             ``direction_ema``); None keeps the direction fixed (the paper: refresh was unstable).
@@ -106,6 +122,9 @@ class TrainConfig:
     decision_weight: float = 1.0
     refusal_contrast: float = 0.0
     refusal_contrast_depth: int = 0
+    retain_weight: float = 0.0
+    retain_layers: "tuple[int, ...] | None" = None
+    retain_projection: float = 0.0
     schedule: "AblationSchedule | None" = None
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
@@ -156,6 +175,11 @@ class TrainConfig:
             raise bad("refusal_contrast_depth", f"must be >= 0 (0: the first departure only), got {self.refusal_contrast_depth}")
         if self.refusal_contrast_depth and not self.refusal_contrast:
             raise bad("refusal_contrast_depth", "needs refusal_contrast > 0 (it weighs the same unlikelihood term)")
+        for name in ("retain_weight", "retain_projection"):
+            if not getattr(self, name) >= 0:
+                raise bad(name, f"must be >= 0 (0: off), got {getattr(self, name)}")
+        if self.retain_layers is not None and (not self.retain_layers or min(self.retain_layers) < 0):
+            raise bad("retain_layers", f"must be block indices >= 0 or None (four spread layers), got {self.retain_layers}")
         if self.method in ABLATING and self.schedule is None:
             raise bad("schedule", f"is required for method={self.method!r} (e.g. AblationSchedule.paper(0.5))")
         if self.method not in ABLATING and self.schedule is not None:
@@ -224,6 +248,8 @@ class TrainConfig:
             d["delta_scale"] = list(self.delta_scale)
         if isinstance(self.lora_targets, tuple):
             d["lora_targets"] = list(self.lora_targets)
+        if self.retain_layers is not None:
+            d["retain_layers"] = list(self.retain_layers)
         return d
 
     @classmethod
@@ -238,7 +264,8 @@ class TrainConfig:
             d["adam_betas"] = tuple(d["adam_betas"])
         if isinstance(d.get("lora_targets"), list):
             d["lora_targets"] = tuple(d["lora_targets"])
-        if d.get("delta_scale") is not None:
-            d["delta_scale"] = tuple(d["delta_scale"])
+        for name in ("delta_scale", "retain_layers"):
+            if d.get(name) is not None:
+                d[name] = tuple(d[name])
         return cls(**d)
 

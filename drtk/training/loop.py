@@ -9,7 +9,8 @@ Per optimizer step:
    and :func:`~drtk.interventions.ablation_hooks` projects the provider's direction out where they say,
    inside a :func:`~drtk.interventions.hook_scope` that spans the forward pass *and* ``backward()``;
 3. the loss is ``benign_weight * mean_benign + harmful_weight * mean_harmful`` of per-sample losses
-   (sum or mean over each sample's response tokens), each group mean normalised by the group's count
+   (sum or mean over each sample's response tokens, plus optional contrast and retain terms), each group
+   mean normalised by the group's count
    in the whole global batch -- so micro-batching and data parallelism give the gradient of the full
    batch exactly (DDP averages over processes; the loss is scaled by the process count to undo it);
 4. clip, AdamW, LR schedule; metrics (loss, group losses, lr, realized ablation rate, grad norm, step
@@ -35,8 +36,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from drtk._types import Site
 from drtk.errors import ConfigError, TrainingError
-from drtk.interventions import ablation_hooks, hook_scope
+from drtk.interventions import ablation_hooks, hook_scope, unit
 from drtk.schedules import ScheduleSampler
 from drtk.training.config import ABLATING, TrainConfig
 from drtk.training.data import GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids, with_contrast
@@ -165,6 +167,7 @@ class Trainer:
                               "mixed_precision='no'")
         side = config.padding_side
         self.padding_side = ("right" if self.autocast else "left") if side == "auto" else side
+        self._start_direction: "Tensor | None" = None
         self.provider = self._provider(direction, refresh_prompts)
         self.sampler = None
         if config.schedule is not None:
@@ -184,6 +187,9 @@ class Trainer:
             benign = GROUPS.index("benign")
             self.encoded = [with_contrast(e, refusals, depth=config.refusal_contrast_depth) if e.group == benign else e
                             for e in self.encoded]
+        self.projection = self._projection_axis()
+        self.retain_layers, self._held = self._retain_layers()
+        self.reference = self._reference_activations()
         self.peft_model = self._setup_params()
         self.params = [p for p in model.hf.parameters() if p.requires_grad]
         self._blend_start = self._delta_start()
@@ -208,6 +214,7 @@ class Trainer:
         if hasattr(direction, "for_model"):  # a drtk Direction: check it fits this model
             layer, position = direction.layer, direction.position if direction.position is not None else -1
             direction = direction.for_model(self.model)
+        self._start_direction = direction.detach()
         from drtk.interventions import layer_bases
 
         layer_bases(direction, self.model.n_layers, self.model.d_model)  # shape check, raises on mismatch
@@ -219,6 +226,96 @@ class Trainer:
                                       position=position, per_layer_fraction=cfg.direction_per_layer_fraction,
                                       seed=cfg.seed * 7919 + 3)
         return FixedDirection(direction, layer)
+
+    def _retain_layers(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The blocks whose outputs the retain terms read (``retain_layers`` with ``retain_weight``, and the
+        block feeding the direction's layer with ``retain_projection``), and those ``retain_weight`` holds."""
+        cfg, n = self.config, self.model.n_layers
+        held: tuple[int, ...] = ()
+        if cfg.retain_weight:
+            held = tuple(sorted(set(cfg.retain_layers or (n // 4, n // 2, 3 * n // 4, n - 1))))
+        layers = set(held) | ({self.projection[0]} if self.projection is not None else set())
+        for layer in layers:
+            self.model.check_site(Site(layer, "resid_post"))
+        return tuple(sorted(layers)), held
+
+    def _projection_axis(self) -> "tuple[int, Tensor, float] | None":
+        """With ``retain_projection``: (the block whose output is the direction's layer input, the unit
+        direction, the starting direction's length ``g``)."""
+        if not self.config.retain_projection:
+            return None
+        if self.provider is None:
+            raise ConfigError(f"TrainConfig.retain_projection needs a direction (method {self.config.method!r} ablates none)")
+        start = self.provider.current()
+        layer = self.provider.layer
+        if start.ndim != 1 or layer is None or layer < 1:
+            raise ConfigError("TrainConfig.retain_projection needs a single direction read at a known layer >= 1 (a drtk "
+                              f"Direction), got shape {tuple(start.shape)} at layer {layer}")
+        raw = self._start_direction if self._start_direction is not None else start
+        return layer - 1, unit(start.float()).to(self.model.device), float(raw.float().norm())
+
+    def _capture_hooks(self, store: dict[int, Tensor]) -> list[tuple[str, Any]]:
+        """Hooks that keep the output of each retained block in ``store`` (the activation is not edited)."""
+        def make(layer: int) -> Any:
+            def hook(acts: Tensor, hook: Any) -> Tensor:
+                store[layer] = acts
+                return acts
+
+            return hook
+
+        return [(Site(layer, "resid_post").hook_name, make(layer)) for layer in self.retain_layers]
+
+    def _rows(self, store: dict[int, Tensor], mask: Tensor) -> list[Tensor]:
+        """Each row's retained activations over its own tokens, ``(layers, tokens, d_model)`` in float32."""
+        return [torch.stack([store[layer][b, mask[b]] for layer in self.retain_layers]).float()
+                for b in range(mask.shape[0])]
+
+    @torch.no_grad()
+    def _reference_activations(self) -> dict[tuple[int, ...], Tensor]:
+        """The starting model's retained activations on every distinct benign example (before any step)."""
+        if not self.retain_layers:
+            return {}
+        benign = GROUPS.index("benign")
+        todo = list({e.ids: e for e in self.encoded if e.group == benign}.values())
+        out: dict[tuple[int, ...], Tensor] = {}
+        was_training = self.model.hf.training
+        self.model.hf.eval()
+        try:
+            for i in range(0, len(todo), self.micro):
+                items = todo[i : i + self.micro]
+                batch = collate(items, pad_id=self.model.tokenizer.pad_token_id,
+                                padding_side=self.padding_side).to(self.model.device)
+                store: dict[int, Tensor] = {}
+                with hook_scope(self.model, self._capture_hooks(store)), self._autocast():
+                    self.model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                  position_ids=batch.position_ids, use_cache=False, logits_to_keep=1)
+                for e, acts in zip(items, self._rows(store, batch.attention_mask.bool())):
+                    out[e.ids] = acts
+        finally:
+            self.model.hf.train(was_training)
+        logger.info("retain: starting activations of %d benign examples at blocks %s", len(out), self.retain_layers)
+        return out
+
+    def _retain(self, batch: Any, store: dict[int, Tensor]) -> Tensor:
+        """Per row (zeros for harmful rows), the two retain terms ``(rows, 2)``: the mean over the
+        ``retain_layers`` and the row's tokens of ``|h - h_start|^2 / |h_start|^2``, and the mean over its
+        tokens of ``relu((h - h_start) . r / g)^2`` at the direction's layer."""
+        benign = GROUPS.index("benign")
+        mask = batch.attention_mask.bool()
+        held = [self.retain_layers.index(layer) for layer in self._held]
+        out = []
+        for b, h in enumerate(self._rows(store, mask)):
+            full = rise = h.new_zeros(())
+            if int(batch.group[b]) == benign:
+                ref = self.reference[tuple(batch.input_ids[b, mask[b]].tolist())]
+                diff = h - ref
+                if held:
+                    full = (diff[held].pow(2).sum(-1) / ref[held].pow(2).sum(-1).clamp(min=1e-6)).mean()
+                if self.projection is not None:
+                    layer, axis, g = self.projection
+                    rise = (diff[self.retain_layers.index(layer)] @ axis / g).clamp(min=0).pow(2).mean()
+            out.append(torch.stack([full, rise]))
+        return torch.stack(out)
 
     def _setup_params(self) -> Any:
         cfg, hf = self.config, self.model.hf
@@ -322,14 +419,17 @@ class Trainer:
     def _autocast(self) -> Any:
         return torch.autocast(self.model.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
 
-    def _micro_loss(self, batch: Any, norm: Tensor) -> tuple[Tensor, Tensor]:
-        """The micro-batch's share of the step loss, and (sum loss per group, count per group)."""
+    def _micro_loss(self, batch: Any, norm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The micro-batch's share of the step loss, (sum loss per group, count per group), and the summed
+        retain terms of its benign rows (see :meth:`_retain`)."""
         cfg = self.config
         # Unembed only from the column before the batch's first learned token: the vocabulary projection
         # is a fifth of a small model's step, and prompts (never learned) are most of the tokens.
         learned = (batch.labels != -100).any(0).nonzero()
         first = max(int(learned[0]) if len(learned) else 1, 1)
-        with self._autocast():
+        store: dict[int, Tensor] = {}
+        capture = hook_scope(self.model, self._capture_hooks(store)) if self.retain_layers else nullcontext()
+        with self._autocast(), capture:
             logits = self.net(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                               position_ids=batch.position_ids, use_cache=False,
                               logits_to_keep=batch.labels.shape[1] - first + 1).logits
@@ -346,13 +446,18 @@ class Trainer:
             per_sample = per_sample / token_w.sum(1).clamp(min=1)
         if cfg.refusal_contrast:
             per_sample = per_sample + cfg.refusal_contrast * self._contrast(batch, logits, first)
+        retain = per_sample.new_zeros(2)
+        if self.retain_layers:
+            per_row = self._retain(batch, store)  # (rows, 2)
+            per_sample = per_sample + per_row @ per_row.new_tensor([cfg.retain_weight, cfg.retain_projection])
+            retain = per_row.detach().sum(0)
         weight = norm[batch.group]  # group weight / group count in the global batch
         loss = (per_sample * weight).sum() * self.world  # DDP averages over processes
         stats = torch.stack([
             torch.zeros(2, device=ce.device).index_add(0, batch.group, per_sample.detach()),
             torch.zeros(2, device=ce.device).index_add(0, batch.group, torch.ones_like(per_sample)),
         ])
-        return loss, stats
+        return loss, stats, retain
 
     @staticmethod
     def _contrast(batch: Any, logits: Tensor, first: int) -> Tensor:
@@ -380,7 +485,7 @@ class Trainer:
         mine = idx[self.rank * share : (self.rank + 1) * share]
         chunks = [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
         stats = torch.zeros(2, 2, device=self.model.device)
-        abl = torch.zeros(2, device=self.model.device)  # ablated cells, region cells
+        abl = torch.zeros(4, device=self.model.device)  # ablated cells, region cells, summed retain terms
         direction = self.provider.current() if self.provider else None
         lam = self.delta_scale(step)
         self.model.hf.train()
@@ -391,13 +496,14 @@ class Trainer:
                 hooks = []
                 if self.sampler is not None:
                     masks = self.sampler.sample(batch.attention_mask, batch.response_start)
-                    abl += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
+                    abl[:2] += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
                     hooks = ablation_hooks(self.model, direction, sites=masks.active_sites(), mask_fn=self.sampler.mask_fn)
                 sync = nullcontext() if (j == len(chunks) - 1 or self.world == 1) else acc.no_sync(self.net)
                 with sync, hook_scope(self.model, hooks):  # hooks stay on through backward()
-                    loss, s = self._micro_loss(batch, norm)
+                    loss, s, retain = self._micro_loss(batch, norm)
                     acc.backward(loss)
                 stats += s
+                abl[2:] += retain
         if self.world > 1:
             stats, abl = acc.reduce(stats, reduction="sum"), acc.reduce(abl, reduction="sum")
         group_mean = stats[0] / stats[1].clamp(min=1)
@@ -425,6 +531,9 @@ class Trainer:
             "loss_benign": float(group_mean[0]) if stats[1, 0] > 0 else float("nan"),
             "loss_harmful": float(group_mean[1]) if stats[1, 1] > 0 else float("nan"),
             "lr": lr, "ablation_rate": rate, "grad_norm": grad_norm, "delta_scale": lam,
+            **{name: float(abl[i] / stats[1, 0]) for i, name, on in ((2, "retain", cfg.retain_weight),
+                                                                     (3, "retain_projection", cfg.retain_projection))
+               if on and stats[1, 0] > 0},
             "step_time": time.perf_counter() - t0,
         }
 

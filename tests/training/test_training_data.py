@@ -293,11 +293,15 @@ def test_train_flags_reach_the_config(tmp_path):
     args = build_parser().parse_args([
         "train", "--model", "m", "--method", "refusal", "--full", "--loss-reduction", "mean", "--benign-weight", "0.35",
         "--harmful-weight", "0.65", "--decision-tokens", "4", "--decision-weight", "5", "--refusal-contrast", "1",
-        "--train-from-layer", "3", "--refusal-text", "No.", "--recovery-joiner", "", "--out", str(tmp_path)])
+        "--train-from-layer", "3", "--refusal-text", "No.", "--recovery-joiner", "", "--retain-weight", "50",
+        "--retain-layers", "2, 5", "--retain-projection", "30", "--out", str(tmp_path)])
     cfg = _config(args)
     assert (cfg.lora, cfg.loss_reduction, cfg.benign_weight, cfg.harmful_weight) == (False, "mean", 0.35, 0.65)
     assert (cfg.decision_tokens, cfg.decision_weight, cfg.refusal_contrast, cfg.train_from_layer) == (4, 5.0, 1.0, 3)
     assert (cfg.data.refusal_text, cfg.data.recovery_joiner) == ("No.", "")
+    assert (cfg.retain_weight, cfg.retain_layers, cfg.retain_projection) == (50.0, (2, 5), 30.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--model", "m", "--retain-layers", "two", "--out", str(tmp_path)])
     typed = build_parser().parse_args(["train", "--model", "m", "--recovery-joiner", "\\n--\\n", "--out", str(tmp_path)])
     assert _config(typed).data.recovery_joiner == "\n--\n"  # as typed in a shell, without $'...'
     assert _config(build_parser().parse_args(["train", "--model", "m", "--out", str(tmp_path)])).refusal_contrast == 0

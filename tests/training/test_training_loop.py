@@ -9,7 +9,7 @@ import torch
 
 from drtk._types import Site
 from drtk.directions import Direction
-from drtk.errors import ConfigError, DirectionMismatchError, TrainingError
+from drtk.errors import ConfigError, DirectionMismatchError, DrtkError, TrainingError
 from drtk.interventions import ablation_hooks, hook_scope, project_out
 from drtk.models import load_model
 from drtk.schedules import AblationSchedule
@@ -273,7 +273,7 @@ def test_step_loss_matches_cross_entropy_over_all_logits(padding_side):
     batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id, padding_side=padding_side)
     norm = torch.full((2,), 1.0 / len(trainer.encoded))
     with torch.no_grad():
-        loss, _ = trainer._micro_loss(batch, norm)
+        loss = trainer._micro_loss(batch, norm)[0]
         logits = model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                           position_ids=batch.position_ids).logits
         ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch.labels[:, 1:], ignore_index=-100,
@@ -295,7 +295,7 @@ def test_decision_tokens_weigh_the_first_learned_tokens_of_each_row(reduction):
         trainer = Trainer(model, data, cfg)
         batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id)
         with torch.no_grad():
-            losses[w], _ = trainer._micro_loss(batch, torch.full((2,), 1.0 / len(trainer.encoded)))
+            losses[w] = trainer._micro_loss(batch, torch.full((2,), 1.0 / len(trainer.encoded)))[0]
     with torch.no_grad():
         logits = model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                           position_ids=batch.position_ids).logits
@@ -325,8 +325,8 @@ def test_refusal_contrast_adds_the_unlikelihood_of_the_refusals_opening_on_benig
     batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id)
     refusal = model.tokenizer("I'm sorry, I can't help with that.", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        base, _ = plain._micro_loss(collate(plain.encoded, pad_id=model.tokenizer.pad_token_id), norm)
-        loss, _ = trainer._micro_loss(batch, norm)
+        base = plain._micro_loss(collate(plain.encoded, pad_id=model.tokenizer.pad_token_id), norm)[0]
+        loss = trainer._micro_loss(batch, norm)[0]
         logits = model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                           position_ids=batch.position_ids).logits
     extra = 0.0
@@ -374,3 +374,64 @@ def test_autocast_pads_right_and_stays_finite_where_left_padding_gives_nan():
     assert not torch.isfinite(logits).all()
     with pytest.raises(ConfigError, match="padding_side"):
         _AutocastTrainer(load_model("drtk-tiny-chat"), data, _cfg("refusal", padding_side="left"))
+
+
+def test_retain_holds_benign_activations_to_the_starting_models():
+    from drtk.training.data import collate
+
+    def drift(trainer, model):
+        """Mean relative squared distance of the benign rows' retained activations from the start."""
+        batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id)
+        with torch.no_grad():
+            return float(trainer._micro_loss(batch, torch.full((2,), 1.0))[2][0]) / len(BENIGN)
+
+    runs = {}
+    for w in (0.0, 50.0):
+        model = load_model("drtk-tiny-chat")
+        probe = Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(lora=False, retain_weight=1.0, retain_layers=(0, 2)),
+                        direction=_direction())
+        assert sorted(len(k) for k in probe.reference) == sorted(len(e.ids) for e in probe.encoded if e.group == 0)
+        assert drift(probe, probe.model) == pytest.approx(0.0, abs=1e-10)  # the start is its own reference
+        trainer = Trainer(model, _data(), _cfg(lora=False, retain_weight=w, retain_layers=(0, 2), steps=8),
+                          direction=_direction())
+        trainer.train()
+        probe.model, probe.net = model, model.hf  # the trained weights, measured against the starting activations
+        runs[w] = drift(probe, model)
+        assert ("retain" in trainer.history) == (w > 0)
+    assert runs[50.0] < 0.5 * runs[0.0]
+    assert TrainConfig.from_dict(_cfg(retain_weight=1.0, retain_layers=(0, 2)).to_dict()).retain_layers == (0, 2)
+    with pytest.raises(DrtkError, match="site"):
+        Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(retain_weight=1.0, retain_layers=(7,)), direction=_direction())
+    with pytest.raises(ConfigError, match="retain_weight"):
+        _cfg(retain_weight=-1.0)
+
+
+def test_retain_projection_holds_the_rise_of_benign_projections_on_the_direction():
+    from drtk.training.data import collate
+    from tests.training.test_training_adaptive import _direction as layer_direction
+
+    def rise(trainer):
+        batch = collate(trainer.encoded, pad_id=trainer.model.tokenizer.pad_token_id)
+        with torch.no_grad():
+            return float(trainer._micro_loss(batch, torch.full((2,), 1.0))[2][1]) / len(BENIGN)
+
+    model = load_model("drtk-tiny-chat")
+    d = layer_direction(model)
+    probe = Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(lora=False, retain_projection=1.0), direction=d)
+    layer, axis, g = probe.projection
+    assert (layer, probe.retain_layers, probe._held) == (d.layer - 1, (d.layer - 1,), ())
+    assert g == pytest.approx(float(d.vector.norm())) and float(axis.norm()) == pytest.approx(1.0)
+    assert rise(probe) == pytest.approx(0.0, abs=1e-12)
+    # a model whose benign inputs to the direction's layer moved along +r by g/2 everywhere: rise 0.25
+    with torch.no_grad():
+        shift = lambda acts, hook: acts + 0.5 * g * axis
+        with hook_scope(probe.model, [(Site(layer, "resid_post").hook_name, shift)]):
+            assert rise(probe) == pytest.approx(0.25, rel=1e-4)
+        down = lambda acts, hook: acts - 0.5 * g * axis
+        with hook_scope(probe.model, [(Site(layer, "resid_post").hook_name, down)]):
+            assert rise(probe) == pytest.approx(0.0, abs=1e-12)  # one-sided: falling is free
+    assert "retain_projection" in Trainer(model, _data(), _cfg(lora=False, retain_projection=5.0), direction=d).train().history
+    with pytest.raises(ConfigError, match="retain_projection"):
+        Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(retain_projection=1.0), direction=_direction())  # no layer
+    with pytest.raises(ConfigError, match="retain_projection"):
+        Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal", retain_projection=1.0))

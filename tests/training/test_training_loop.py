@@ -423,13 +423,12 @@ def test_retain_projection_holds_the_rise_of_benign_projections_on_the_direction
     assert g == pytest.approx(float(d.vector.norm())) and float(axis.norm()) == pytest.approx(1.0)
     assert rise(probe) == pytest.approx(0.0, abs=1e-12)
     # a model whose benign inputs to the direction's layer moved along +r by g/2 everywhere: rise 0.25
-    with torch.no_grad():
-        shift = lambda acts, hook: acts + 0.5 * g * axis
+    for sign, want in ((1.0, 0.25), (-1.0, 0.0)):  # one-sided: falling is free
+        def shift(acts, hook, sign=sign):
+            return acts + sign * 0.5 * g * axis
+
         with hook_scope(probe.model, [(Site(layer, "resid_post").hook_name, shift)]):
-            assert rise(probe) == pytest.approx(0.25, rel=1e-4)
-        down = lambda acts, hook: acts - 0.5 * g * axis
-        with hook_scope(probe.model, [(Site(layer, "resid_post").hook_name, down)]):
-            assert rise(probe) == pytest.approx(0.0, abs=1e-12)  # one-sided: falling is free
+            assert rise(probe) == pytest.approx(want, rel=1e-4, abs=1e-12)
     assert "retain_projection" in Trainer(model, _data(), _cfg(lora=False, retain_projection=5.0), direction=d).train().history
     with pytest.raises(ConfigError, match="retain_projection"):
         Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(retain_projection=1.0), direction=_direction())  # no layer

@@ -5,7 +5,10 @@ each configuration with repeats), ``comparison.md`` and figures (``asr_vs_over_r
 attack; ``asr_bars``). When the runs' folders hold their completions on the same benign prompts,
 ``over_refusal_by_prompt.csv`` says which runs refused each benign prompt; with ``--direction`` (a direction
 of the starting model) it gains each prompt's projection on that direction, measured on ``--model`` (default:
-the model the direction was found on), and the figure ``over_refusal_vs_projection``.
+the model the direction was found on), and the figure ``over_refusal_vs_projection``; and ``comparison.csv``
+gains ``benign_shift``: how far each run's model moved those benign prompts along the direction (mean
+projection on the run's model minus on the starting model; the run's model is the path its results name,
+as given or beside the results folder), with the figure ``over_refusal_vs_shift``.
 
 Example:
     drtk compare deeprefusal=runs/dr/eval adaptive#0=runs/ad0/eval adaptive#1=runs/ad1/eval --out runs/compare
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from drtk.evaluation.compare import (comparison_markdown, comparison_table, load_results, over_refusal_by_prompt,
                                          spread_table)
     from drtk.viz import save_figure
-    from drtk.viz.story import TRADEOFF_ATTACKS, asr_before_after, asr_vs_over_refusal, tradeoff_panels
+    from drtk.viz.story import (TRADEOFF_ATTACKS, asr_before_after, asr_vs_over_refusal, over_refusal_vs_shift,
+                                tradeoff_panels)
 
     results: dict[str, Any] = {}
     for spec in args.runs:
@@ -72,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     table = comparison_table(results, attacks=listed)
     spread = spread_table(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "comparison.csv", index=False)
     if not spread.empty:
         spread.to_csv(args.out / "spread.csv")
     judge = next(iter(results.values()))["judge"]["name"]
@@ -81,9 +84,6 @@ def run(args: argparse.Namespace) -> int:
     # the attacks that decide a defence (fresh, per-layer, transferred direction, prefill), where given
     decisive = tuple(a for a in TRADEOFF_ATTACKS if a in listed) or listed[:4]
     figures = args.out / "figures"
-    save_figure(tradeoff_panels(table, decisive), figures, "tradeoff")
-    save_figure(asr_vs_over_refusal(shown, attacks=decisive), figures, "asr_vs_over_refusal")
-    save_figure(asr_before_after(shown, title="Attack success per run (95% Wilson intervals)"), figures, "asr_bars")
     try:
         by_prompt = over_refusal_by_prompt({label: path for label, path in map(_labelled, args.runs)})
     except DataError as err:
@@ -92,20 +92,39 @@ def run(args: argparse.Namespace) -> int:
         logger.info("no per-prompt over-refusal table: %s", err)
     else:
         if args.direction is not None:
-            _add_projections(args, by_prompt, figures)
+            table["benign_shift"] = _add_projections(args, by_prompt, figures, results)
+            save_figure(over_refusal_vs_shift(table), figures, "over_refusal_vs_shift")
         by_prompt.to_csv(args.out / "over_refusal_by_prompt.csv", index=False)
+    table.to_csv(args.out / "comparison.csv", index=False)
+    save_figure(tradeoff_panels(table, decisive), figures, "tradeoff")
+    save_figure(asr_vs_over_refusal(shown, attacks=decisive), figures, "asr_vs_over_refusal")
+    save_figure(asr_before_after(shown, title="Attack success per run (95% Wilson intervals)"), figures, "asr_bars")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     logger.info("wrote %s", args.out)
     return 0
 
 
-def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path) -> None:
-    """Each benign prompt's projection on the direction (its layer and position) on the starting model; the
-    harmful prompts of the first run for the band of the figure."""
+def _run_model(label: str, spec: str, doc: dict[str, Any]) -> "Path | None":
+    """The folder of the model a run's results name: as given, else beside the evaluation folder."""
+    folder = Path(spec)
+    folder = folder.parent if folder.name == "results.json" else folder
+    named = Path(str(doc.get("model", "")))
+    for candidate in (named, folder.parent / named, folder.parent / named.name):
+        if str(named) and candidate.is_dir():
+            return candidate
+    logger.warning("run %s: its model %r is not a folder here (nor beside %s); no benign_shift for it", label,
+                   str(named), folder)
+    return None
+
+
+def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path, results: dict[str, Any]) -> list[float]:
+    """Each benign prompt's projection on the direction (its layer and position) on the starting model, the
+    harmful prompts of the first run for the band of the figure; returns each run's benign shift."""
     from drtk.directions import Direction
     from drtk.directions.candidates import projections_by_layer
     from drtk.evaluation.compare import load_completions
     from drtk.viz import save_figure
+    from drtk.models import load_model
     from drtk.viz.story import over_refusal_vs_projection
 
     direction = Direction.load(args.direction)
@@ -116,11 +135,21 @@ def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path) ->
     vector = direction.for_model(model)
     position = direction.position if direction.position is not None else -1
 
-    def project(prompts: list[str]) -> Any:
-        return projections_by_layer(model, prompts, vector, position=position)[:, direction.layer]
+    def project(on: Any, prompts: list[str]) -> Any:
+        return projections_by_layer(on, prompts, vector, position=position)[:, direction.layer]
 
-    by_prompt["projection"] = project(list(by_prompt["prompt"])).tolist()
+    benign = list(by_prompt["prompt"])
+    by_prompt["projection"] = project(model, benign).tolist()
     harmful = [r["prompt"] for r in load_completions(_labelled(args.runs[0])[1])
                if r["attack"] == "none" and r["set"] == "harmful"]
-    save_figure(over_refusal_vs_projection(by_prompt, harmful=project(harmful) if harmful else None,
+    save_figure(over_refusal_vs_projection(by_prompt, harmful=project(model, harmful) if harmful else None,
                                            direction_label=f"layer {direction.layer}"), figures, "over_refusal_vs_projection")
+    start = float(by_prompt["projection"].mean())
+    shifts = []
+    for label, spec in map(_labelled, args.runs):
+        path = _run_model(label, spec, results[label])
+        if path is None:
+            shifts.append(float("nan"))
+            continue
+        shifts.append(float(project(load_model(str(path), device=args.device, dtype=args.dtype), benign).mean()) - start)
+    return shifts

@@ -265,10 +265,9 @@ class Trainer:
 
         return [(Site(layer, "resid_post").hook_name, make(layer)) for layer in self.retain_layers]
 
-    def _rows(self, store: dict[int, Tensor], mask: Tensor) -> list[Tensor]:
-        """Each row's retained activations over its own tokens, ``(layers, tokens, d_model)`` in float32."""
-        return [torch.stack([store[layer][b, mask[b]] for layer in self.retain_layers]).float()
-                for b in range(mask.shape[0])]
+    def _row(self, store: dict[int, Tensor], mask: Tensor, b: int) -> Tensor:
+        """Row ``b``'s retained activations over its own tokens, ``(layers, tokens, d_model)`` in float32."""
+        return torch.stack([store[layer][b, mask[b]] for layer in self.retain_layers]).float()
 
     @torch.no_grad()
     def _reference_activations(self) -> dict[tuple[int, ...], Tensor]:
@@ -289,8 +288,8 @@ class Trainer:
                 with hook_scope(self.model, self._capture_hooks(store)), self._autocast():
                     self.model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                   position_ids=batch.position_ids, use_cache=False, logits_to_keep=1)
-                for e, acts in zip(items, self._rows(store, batch.attention_mask.bool())):
-                    out[e.ids] = acts
+                for b, e in enumerate(items):
+                    out[e.ids] = self._row(store, batch.attention_mask.bool(), b)
         finally:
             self.model.hf.train(was_training)
         logger.info("retain: starting activations of %d benign examples at blocks %s", len(out), self.retain_layers)
@@ -303,18 +302,17 @@ class Trainer:
         benign = GROUPS.index("benign")
         mask = batch.attention_mask.bool()
         held = [self.retain_layers.index(layer) for layer in self._held]
-        out = []
-        for b, h in enumerate(self._rows(store, mask)):
-            full = rise = h.new_zeros(())
-            if int(batch.group[b]) == benign:
-                ref = self.reference[tuple(batch.input_ids[b, mask[b]].tolist())]
-                diff = h - ref
-                if held:
-                    full = (diff[held].pow(2).sum(-1) / ref[held].pow(2).sum(-1).clamp(min=1e-6)).mean()
-                if self.projection is not None:
-                    layer, axis, g = self.projection
-                    rise = (diff[self.retain_layers.index(layer)] @ axis / g).clamp(min=0).pow(2).mean()
-            out.append(torch.stack([full, rise]))
+        out = [torch.zeros(2, device=mask.device)] * mask.shape[0]
+        for b in (batch.group == benign).nonzero().flatten().tolist():
+            ref = self.reference[tuple(batch.input_ids[b, mask[b]].tolist())]
+            diff = self._row(store, mask, b) - ref
+            full = rise = diff.new_zeros(())
+            if held:
+                full = (diff[held].pow(2).sum(-1) / ref[held].pow(2).sum(-1).clamp(min=1e-6)).mean()
+            if self.projection is not None:
+                layer, axis, g = self.projection
+                rise = (diff[self.retain_layers.index(layer)] @ axis / g).clamp(min=0).pow(2).mean()
+            out[b] = torch.stack([full, rise])
         return torch.stack(out)
 
     def _setup_params(self) -> Any:

@@ -175,6 +175,29 @@ def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATT
     return fig
 
 
+def over_refusal_vs_shift(table: pd.DataFrame) -> go.Figure:
+    """Pooled over-refusal of each run against how far its model moved the benign prompts along the starting
+    model's refusal direction (``benign_shift``), with the rank correlation over the runs in the title.
+
+    Args:
+        table: :func:`drtk.evaluation.compare.comparison_table` with a ``benign_shift`` column.
+    """
+    rows = table.dropna(subset=["benign_shift", "over-refusal pooled"])
+    rho = rows["benign_shift"].corr(rows["over-refusal pooled"], method="spearman") if len(rows) > 2 else float("nan")
+    fig = go.Figure()
+    for i, (name, part) in enumerate(rows.groupby("config", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=part["benign_shift"], y=100 * part["over-refusal pooled"], mode="markers", name=str(name),
+            marker=dict(size=10, color=_color(str(name), i)), text=part["run"],
+            hovertemplate="%{text}<br>shift %{x:.1f}<br>over-refusal %{y:.0f}%<extra></extra>",
+        ))
+    fig.update_layout(
+        title=f"Over-refusal vs the benign prompts' shift along the refusal direction (Spearman {rho:.2f}, {len(rows)} runs)",
+        xaxis=dict(title="mean projection shift of the benign prompts (run's model minus starting model)"),
+        yaxis=dict(title="over-refusal, harmless + borderline (%)"), width=900, height=520)
+    return fig
+
+
 def over_refusal_vs_projection(table: pd.DataFrame, *, harmful: "Tensor | None" = None, direction_label: str = "") -> go.Figure:
     """Which benign prompts the runs over-refuse, against where the starting model puts them on its refusal
     direction: one point per prompt (x its projection, y how many runs refused it, jittered apart), the band

@@ -187,14 +187,16 @@ def over_refusal_vs_shift(table: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for i, (name, part) in enumerate(rows.groupby("config", sort=False)):
         fig.add_trace(go.Scatter(
-            x=part["benign_shift"], y=100 * part["over-refusal pooled"], mode="markers", name=str(name),
-            marker=dict(size=10, color=_color(str(name), i)), text=part["run"],
-            hovertemplate="%{text}<br>shift %{x:.1f}<br>over-refusal %{y:.0f}%<extra></extra>",
+            x=part["benign_shift"], y=100 * part["over-refusal pooled"], mode="markers+text", name=str(name),
+            marker=dict(size=10, color=_color(str(name), i)), customdata=part["run"],
+            text=[run.split("#", 1)[-1] for run in part["run"]], textposition="top center", textfont=dict(size=10),
+            hovertemplate="%{customdata}<br>shift %{x:.1f}<br>over-refusal %{y:.0f}%<extra></extra>",
         ))
     fig.update_layout(
         title=f"Over-refusal vs the benign prompts' shift along the refusal direction (Spearman {rho:.2f}, {len(rows)} runs)",
         xaxis=dict(title="mean projection shift of the benign prompts (run's model minus starting model)"),
-        yaxis=dict(title="over-refusal, harmless + borderline (%)"), width=900, height=520)
+        yaxis=dict(title="over-refusal, harmless + borderline (%)"), width=900, height=520,
+        showlegend=rows["config"].nunique() < len(rows))  # a legend only when labels group runs (NAME#TAG)
     return fig
 
 

@@ -108,9 +108,12 @@ def _run_model(label: str, spec: str, doc: dict[str, Any]) -> "Path | None":
     """The folder of the model a run's results name: as given, else beside the evaluation folder."""
     folder = Path(spec)
     folder = folder.parent if folder.name == "results.json" else folder
-    named = Path(str(doc.get("model", "")))
+    if not doc.get("model"):
+        logger.warning("run %s: its results name no model; no benign_shift for it", label)
+        return None
+    named = Path(str(doc["model"]))
     for candidate in (named, folder.parent / named, folder.parent / named.name):
-        if str(named) and candidate.is_dir():
+        if candidate.is_dir():
             return candidate
     logger.warning("run %s: its model %r is not a folder here (nor beside %s); no benign_shift for it", label,
                    str(named), folder)
@@ -123,8 +126,8 @@ def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path, re
     from drtk.directions import Direction
     from drtk.directions.candidates import projections_by_layer
     from drtk.evaluation.compare import load_completions
-    from drtk.viz import save_figure
     from drtk.models import load_model
+    from drtk.viz import save_figure
     from drtk.viz.story import over_refusal_vs_projection
 
     direction = Direction.load(args.direction)

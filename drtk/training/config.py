@@ -63,9 +63,9 @@ class TrainConfig:
             residual stream after the blocks ``retain_layers``, over all of the example's tokens, is held to
             the starting model's on the same example (mean over tokens and layers of the squared distance,
             relative to the starting activation's squared norm). Output cross-entropy teaches the training
-            prompts' answers; this keeps the *representation* of benign inputs where it was, so prompts
-            near them (held-out near-misses of the refusal direction) stay answered too -- the retain loss
-            of representation-rerouting defences. The starting model's activations are computed once,
+            prompts' answers; this keeps the *representation* of benign inputs where it was, meant to keep
+            prompts near them answered too (the retain loss of representation-rerouting defences; measured in
+            ``docs/adaptive-defense.md``). The starting model's activations are computed once,
             before the first step, and kept (examples x tokens x layers x d_model floats on the device).
         retain_layers: the blocks whose output ``retain_weight`` holds (None: four spread over the model,
             ``n/4, n/2, 3n/4`` and the last).

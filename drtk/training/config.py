@@ -66,7 +66,8 @@ class TrainConfig:
             prompts' answers; this keeps the *representation* of benign inputs where it was, meant to keep
             prompts near them answered too (the retain loss of representation-rerouting defences; measured in
             ``docs/adaptive-defense.md``). The starting model's activations are computed once,
-            before the first step, and kept (examples x tokens x layers x d_model floats on the device).
+            before the first step, and kept in host memory (distinct benign examples x tokens x layers x
+            d_model floats), a micro-batch's share moved to the device at each step.
         retain_layers: the blocks whose output ``retain_weight`` holds (None: four spread over the model,
             ``n/4, n/2, 3n/4`` and the last).
         retain_projection: weight of a one-sided hold on the refusal direction itself (0: off): on every benign

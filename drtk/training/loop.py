@@ -289,7 +289,7 @@ class Trainer:
                     self.model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                   position_ids=batch.position_ids, use_cache=False, logits_to_keep=1)
                 for b, e in enumerate(items):
-                    out[e.ids] = self._row(store, batch.attention_mask.bool(), b)
+                    out[e.ids] = self._row(store, batch.attention_mask.bool(), b).cpu()  # host memory: grows with the data
         finally:
             self.model.hf.train(was_training)
         logger.info("retain: starting activations of %d benign examples at blocks %s", len(out), self.retain_layers)
@@ -304,7 +304,7 @@ class Trainer:
         held = [self.retain_layers.index(layer) for layer in self._held]
         out = [torch.zeros(2, device=mask.device)] * mask.shape[0]
         for b in (batch.group == benign).nonzero().flatten().tolist():
-            ref = self.reference[tuple(batch.input_ids[b, mask[b]].tolist())]
+            ref = self.reference[tuple(batch.input_ids[b, mask[b]].tolist())].to(mask.device)
             diff = self._row(store, mask, b) - ref
             full = rise = diff.new_zeros(())
             if held:

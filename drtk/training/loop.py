@@ -167,7 +167,6 @@ class Trainer:
                               "mixed_precision='no'")
         side = config.padding_side
         self.padding_side = ("right" if self.autocast else "left") if side == "auto" else side
-        self._start_direction: "Tensor | None" = None
         self.provider = self._provider(direction, refresh_prompts)
         self.sampler = None
         if config.schedule is not None:
@@ -187,7 +186,7 @@ class Trainer:
             benign = GROUPS.index("benign")
             self.encoded = [with_contrast(e, refusals, depth=config.refusal_contrast_depth) if e.group == benign else e
                             for e in self.encoded]
-        self.projection = self._projection_axis()
+        self.projection = self._projection_axis(direction)
         self.retain_layers, self._held = self._retain_layers()
         self.reference = self._reference_activations()
         self.peft_model = self._setup_params()
@@ -214,7 +213,6 @@ class Trainer:
         if hasattr(direction, "for_model"):  # a drtk Direction: check it fits this model
             layer, position = direction.layer, direction.position if direction.position is not None else -1
             direction = direction.for_model(self.model)
-        self._start_direction = direction.detach()
         from drtk.interventions import layer_bases
 
         layer_bases(direction, self.model.n_layers, self.model.d_model)  # shape check, raises on mismatch
@@ -227,9 +225,10 @@ class Trainer:
                                       seed=cfg.seed * 7919 + 3)
         return FixedDirection(direction, layer)
 
-    def _retain_layers(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _retain_layers(self) -> tuple[tuple[int, ...], list[int]]:
         """The blocks whose outputs the retain terms read (``retain_layers`` with ``retain_weight``, and the
-        block feeding the direction's layer with ``retain_projection``), and those ``retain_weight`` holds."""
+        block feeding the direction's layer with ``retain_projection``), and the positions among them of
+        those ``retain_weight`` holds."""
         cfg, n = self.config, self.model.n_layers
         held: tuple[int, ...] = ()
         if cfg.retain_weight:
@@ -237,11 +236,12 @@ class Trainer:
         layers = set(held) | ({self.projection[0]} if self.projection is not None else set())
         for layer in layers:
             self.model.check_site(Site(layer, "resid_post"))
-        return tuple(sorted(layers)), held
+        layers = sorted(layers)
+        return tuple(layers), [layers.index(layer) for layer in held]
 
-    def _projection_axis(self) -> "tuple[int, Tensor, float] | None":
+    def _projection_axis(self, direction: Any) -> "tuple[int, Tensor, float] | None":
         """With ``retain_projection``: (the block whose output is the direction's layer input, the unit
-        direction, the starting direction's length ``g``)."""
+        direction, the length ``g`` of ``direction`` as given -- a Direction's difference in means)."""
         if not self.config.retain_projection:
             return None
         if self.provider is None:
@@ -251,7 +251,7 @@ class Trainer:
         if start.ndim != 1 or layer is None or layer < 1:
             raise ConfigError("TrainConfig.retain_projection needs a single direction read at a known layer >= 1 (a drtk "
                               f"Direction), got shape {tuple(start.shape)} at layer {layer}")
-        raw = self._start_direction if self._start_direction is not None else start
+        raw = getattr(direction, "vector", direction)  # a Direction or FixedDirection keeps its length
         return layer - 1, unit(start.float()).to(self.model.device), float(raw.float().norm())
 
     def _capture_hooks(self, store: dict[int, Tensor]) -> list[tuple[str, Any]]:
@@ -301,14 +301,13 @@ class Trainer:
         tokens of ``relu((h - h_start) . r / g)^2`` at the direction's layer."""
         benign = GROUPS.index("benign")
         mask = batch.attention_mask.bool()
-        held = [self.retain_layers.index(layer) for layer in self._held]
         out = [torch.zeros(2, device=mask.device)] * mask.shape[0]
         for b in (batch.group == benign).nonzero().flatten().tolist():
             ref = self.reference[tuple(batch.input_ids[b, mask[b]].tolist())].to(mask.device)
             diff = self._row(store, mask, b) - ref
             full = rise = diff.new_zeros(())
-            if held:
-                full = (diff[held].pow(2).sum(-1) / ref[held].pow(2).sum(-1).clamp(min=1e-6)).mean()
+            if self._held:
+                full = (diff[self._held].pow(2).sum(-1) / ref[self._held].pow(2).sum(-1).clamp(min=1e-6)).mean()
             if self.projection is not None:
                 layer, axis, g = self.projection
                 rise = (diff[self.retain_layers.index(layer)] @ axis / g).clamp(min=0).pow(2).mean()
@@ -483,7 +482,7 @@ class Trainer:
         mine = idx[self.rank * share : (self.rank + 1) * share]
         chunks = [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
         stats = torch.zeros(2, 2, device=self.model.device)
-        abl = torch.zeros(4, device=self.model.device)  # ablated cells, region cells, summed retain terms
+        tally = torch.zeros(4, device=self.model.device)  # ablated cells, region cells, summed retain terms
         direction = self.provider.current() if self.provider else None
         lam = self.delta_scale(step)
         self.model.hf.train()
@@ -494,16 +493,16 @@ class Trainer:
                 hooks = []
                 if self.sampler is not None:
                     masks = self.sampler.sample(batch.attention_mask, batch.response_start)
-                    abl[:2] += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
+                    tally[:2] += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
                     hooks = ablation_hooks(self.model, direction, sites=masks.active_sites(), mask_fn=self.sampler.mask_fn)
                 sync = nullcontext() if (j == len(chunks) - 1 or self.world == 1) else acc.no_sync(self.net)
                 with sync, hook_scope(self.model, hooks):  # hooks stay on through backward()
                     loss, s, retain = self._micro_loss(batch, norm)
                     acc.backward(loss)
                 stats += s
-                abl[2:] += retain
+                tally[2:] += retain
         if self.world > 1:
-            stats, abl = acc.reduce(stats, reduction="sum"), acc.reduce(abl, reduction="sum")
+            stats, tally = acc.reduce(stats, reduction="sum"), acc.reduce(tally, reduction="sum")
         group_mean = stats[0] / stats[1].clamp(min=1)
         total = float((norm.cpu() * stats[0].cpu()).sum())
         grad_norm = self._clip()
@@ -523,13 +522,13 @@ class Trainer:
         if self.provider is not None:
             self.provider.after_step(self.model, step)
         self.step += 1
-        rate = float(abl[0] / abl[1]) if abl[1] > 0 else 0.0
+        rate = float(tally[0] / tally[1]) if tally[1] > 0 else 0.0
         return {
             "step": step, "loss": total,
             "loss_benign": float(group_mean[0]) if stats[1, 0] > 0 else float("nan"),
             "loss_harmful": float(group_mean[1]) if stats[1, 1] > 0 else float("nan"),
             "lr": lr, "ablation_rate": rate, "grad_norm": grad_norm, "delta_scale": lam,
-            **{name: float(abl[i] / stats[1, 0]) for i, name, on in ((2, "retain", cfg.retain_weight),
+            **{name: float(tally[i] / stats[1, 0]) for i, name, on in ((2, "retain", cfg.retain_weight),
                                                                      (3, "retain_projection", cfg.retain_projection))
                if on and stats[1, 0] > 0},
             "step_time": time.perf_counter() - t0,

@@ -419,7 +419,7 @@ def test_retain_projection_holds_the_rise_of_benign_projections_on_the_direction
     d = layer_direction(model)
     probe = Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(lora=False, retain_projection=1.0), direction=d)
     layer, axis, g = probe.projection
-    assert (layer, probe.retain_layers, probe._held) == (d.layer - 1, (d.layer - 1,), ())
+    assert (layer, probe.retain_layers, probe._held) == (d.layer - 1, (d.layer - 1,), [])
     assert g == pytest.approx(float(d.vector.norm())) and float(axis.norm()) == pytest.approx(1.0)
     assert rise(probe) == pytest.approx(0.0, abs=1e-12)
     # a model whose benign inputs to the direction's layer moved along +r by g/2 everywhere: rise 0.25

@@ -43,11 +43,11 @@ def register(subparsers: Any) -> None:
 
 
 def _labelled(spec: str) -> tuple[str, str]:
+    from drtk.evaluation.compare import evaluation_folder
+
     label, sep, path = spec.partition("=")
     if not sep:
-        p = Path(spec)
-        label = (p.parent if p.name == "results.json" else p).name
-        return label, spec
+        return evaluation_folder(spec).name, spec
     if not label or not path:
         raise ConfigError(f"expected LABEL=PATH or PATH, got {spec!r}")
     return label, path
@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
                                 tradeoff_panels)
 
     results: dict[str, Any] = {}
-    for spec in args.runs:
-        label, path = _labelled(spec)
+    paths: dict[str, str] = {}
+    for label, path in map(_labelled, args.runs):
         if label in results:
             raise ConfigError(f"run label {label!r} given twice; label runs as NAME=PATH (repeats as NAME#1=..., NAME#2=...)")
-        results[label] = load_results(path)
+        results[label], paths[label] = load_results(path), path
     attacks = tuple(a.strip() for a in args.attacks.split(",")) if args.attacks else None
     if attacks:
         unknown = [a for a in attacks if not any(a in res["attacks"] for res in results.values())]
@@ -85,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
     decisive = tuple(a for a in TRADEOFF_ATTACKS if a in listed) or listed[:4]
     figures = args.out / "figures"
     try:
-        by_prompt = over_refusal_by_prompt({label: path for label, path in map(_labelled, args.runs)})
+        by_prompt = over_refusal_by_prompt(paths)
     except DataError as err:
         if args.direction is not None:
             raise
         logger.info("no per-prompt over-refusal table: %s", err)
     else:
         if args.direction is not None:
-            table["benign_shift"] = _add_projections(args, by_prompt, figures, results)
+            table["benign_shift"] = _add_projections(args, by_prompt, figures, results, paths)
             save_figure(over_refusal_vs_shift(table), figures, "over_refusal_vs_shift")
         by_prompt.to_csv(args.out / "over_refusal_by_prompt.csv", index=False)
     table.to_csv(args.out / "comparison.csv", index=False)
@@ -106,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_model(label: str, spec: str, doc: dict[str, Any]) -> "Path | None":
     """The folder of the model a run's results name: as given, else beside the evaluation folder."""
-    folder = Path(spec)
-    folder = folder.parent if folder.name == "results.json" else folder
+    from drtk.evaluation.compare import evaluation_folder
+
+    folder = evaluation_folder(spec)
     if not doc.get("model"):
         logger.warning("run %s: its results name no model; no benign_shift for it", label)
         return None
@@ -120,13 +121,13 @@ def _run_model(label: str, spec: str, doc: dict[str, Any]) -> "Path | None":
     return None
 
 
-def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path, results: dict[str, Any]) -> list[float]:
+def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path, results: dict[str, Any],
+                     paths: dict[str, str]) -> list[float]:
     """Each benign prompt's projection on the direction (its layer and position) on the starting model, the
     harmful prompts of the first run for the band of the figure; returns each run's benign shift."""
     from drtk.directions import Direction
     from drtk.directions.candidates import projections_by_layer
     from drtk.evaluation.compare import load_completions
-    from drtk.models import load_model
     from drtk.viz import save_figure
     from drtk.viz.story import over_refusal_vs_projection
 
@@ -143,16 +144,17 @@ def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path, re
 
     benign = list(by_prompt["prompt"])
     by_prompt["projection"] = project(model, benign).tolist()
-    harmful = [r["prompt"] for r in load_completions(_labelled(args.runs[0])[1])
+    harmful = [r["prompt"] for r in load_completions(next(iter(paths.values())))
                if r["attack"] == "none" and r["set"] == "harmful"]
     save_figure(over_refusal_vs_projection(by_prompt, harmful=project(model, harmful) if harmful else None,
                                            direction_label=f"layer {direction.layer}"), figures, "over_refusal_vs_projection")
     start = float(by_prompt["projection"].mean())
     shifts = []
-    for label, spec in map(_labelled, args.runs):
+    for label, spec in paths.items():
         path = _run_model(label, spec, results[label])
         if path is None:
             shifts.append(float("nan"))
             continue
-        shifts.append(float(project(load_model(str(path), device=args.device, dtype=args.dtype), benign).mean()) - start)
+        run_model = load_model_from_args(argparse.Namespace(**{**vars(args), "model": str(path)}))
+        shifts.append(float(project(run_model, benign).mean()) - start)
     return shifts

@@ -36,10 +36,15 @@ def load_results(path: "str | Path") -> dict[str, Any]:
     return doc
 
 
+def evaluation_folder(path: "str | Path") -> Path:
+    """The folder of an evaluation given as its folder or its ``results.json``."""
+    p = Path(path)
+    return p.parent if p.name == "results.json" else p
+
+
 def load_completions(path: "str | Path") -> list[dict[str, Any]]:
     """The judged completions of an evaluation (``completions.jsonl``), from its folder or its ``results.json``."""
-    p = Path(path)
-    p = p.parent if p.name == "results.json" else p
+    p = evaluation_folder(path)
     if not (p / "completions.jsonl").exists():
         raise DataError(f"no completions.jsonl in {p}: pass the folder `drtk eval --out` wrote")
     return [json.loads(line) for line in (p / "completions.jsonl").read_text().splitlines() if line.strip()]

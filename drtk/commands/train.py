@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drtk.commands.common import add_model_args, load_model_from_args, write_json
-from drtk.errors import ConfigError
+from drtk.errors import ConfigError, DataError
 from drtk.training.config import ABLATING, METHODS
 
 logger = logging.getLogger(__name__)
@@ -70,9 +70,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--hard-benign", type=float, default=None,
                    help="share of benign prompts, those projecting highest on the refusal direction, to oversample")
     p.add_argument("--hard-benign-repeat", type=int, default=None, help="extra copies of each (default 2)")
+    p.add_argument("--max-repeated", type=float, default=None,
+                   help="drop generated answers (and recovery prefixes) whose share of words inside a repeated word "
+                        "trigram exceeds this, e.g. 0.7 (looping letters); default 1.0: keep all")
     p.add_argument("--recovery-joiner", default=None,
                    help="text between a recovery example's harmful prefix and its refusal, \\n and \\t read as "
                         "newline and tab (default a paragraph break; '' starts the refusal right after the cut)")
+    p.add_argument("--harmful-answers", type=Path, default=None,
+                   help="harmful answers to the training prompts (jsonl/json/csv with a prompt and an answer column, "
+                        "or a `drtk eval` completions.jsonl): recovery prefixes are cut from these instead of "
+                        "generated; prompts without one get no recovery example")
     p.add_argument("--retain-weight", type=float, default=None,
                    help="hold benign examples' residual stream to the starting model's, with this weight (default 0)")
     p.add_argument("--retain-layers", type=_layers, default=None,
@@ -137,7 +144,8 @@ def _config(args: argparse.Namespace) -> Any:
                               ("refusal_text", args.refusal_text),
                               ("recovery_joiner", _unescape(args.recovery_joiner)),
                               ("hard_benign", args.hard_benign),
-                              ("hard_benign_repeat", args.hard_benign_repeat)) if v is not None}
+                              ("hard_benign_repeat", args.hard_benign_repeat),
+                              ("max_repeated", args.max_repeated)) if v is not None}
     if data:
         over["data"] = replace(base.data, **data)
     return replace(base, **over) if over else base
@@ -154,6 +162,21 @@ def _layers(text: str) -> tuple[int, ...]:
 def _unescape(text: "str | None") -> "str | None":
     """``\\n`` and ``\\t`` typed on a command line as newline and tab."""
     return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _harmful_answers(path: Path, prompts: "list[str]") -> list[str]:
+    """One answer per training prompt from ``path`` ("" where it has none, which gives no recovery example)."""
+    from drtk.data import load_answers
+
+    found = load_answers(path)
+    answers = [found.get(p, "") for p in prompts]
+    hits = sum(bool(a) for a in answers)
+    if not hits:
+        raise DataError(f"{path} answers none of the {len(prompts)} harmful training prompts ({len(found)} answers "
+                        "to other prompts); answer the training split's prompts (e.g. `drtk eval --attacks none "
+                        "--harmful PROMPTS` with a model that complies)")
+    logger.info("recovery prefixes: %d of %d training prompts answered in %s", hits, len(prompts), path)
+    return answers
 
 
 def _take(train: Any, fit: Any, n: "int | None", *, default_all: bool = False) -> Any:
@@ -182,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
     from drtk.viz.training import direction_drift, schedule_heatmap, schedule_over_steps, training_curves
 
     cfg = _config(args)
+    if args.harmful_answers is not None and not cfg.data.recovery:
+        raise ConfigError(f"--harmful-answers gives recovery prefixes; --method {cfg.method} trains no recovery examples "
+                          "(use recovery, deeprefusal or adaptive)")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.dtype is None:  # full-precision master weights; bf16 autocast still runs the matmuls on CUDA
@@ -191,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}
 
     direction = None
-    if cfg.method in ABLATING or (cfg.data.recovery and cfg.data.prefix_source == "ablated"):
+    generate_prefixes = cfg.data.recovery and cfg.data.prefix_source == "ablated" and args.harmful_answers is None
+    if cfg.method in ABLATING or generate_prefixes:
         if args.direction is not None:
             direction = Direction.load(args.direction)
             meta["direction"] = str(args.direction)
@@ -225,9 +252,13 @@ def run(args: argparse.Namespace) -> int:
                   "borderline": _take(borderline["train"], borderline["fit"], args.n_borderline, default_all=True)}
         meta["data"] = {k: {"n": len(v), "sha256": v.sha256()} for k, v in splits.items()}
         cache = GenerationCache(args.generations) if args.generations is not None else None
+        answers = _harmful_answers(args.harmful_answers, splits["harmful"].prompts) if args.harmful_answers else None
+        if answers is not None:
+            meta["data"]["harmful_answers"] = str(args.harmful_answers)
         data = build_training_set(
             model, harmful=splits["harmful"].prompts, harmless=splits["harmless"].prompts,
             borderline=splits["borderline"].prompts, harmful_categories=splits["harmful"].categories, config=cfg.data,
+            harmful_answers=answers,
             direction=direction.for_model(model) if direction is not None else None, cache=cache,
             direction_layer=direction.layer if direction is not None else None,
             direction_position=direction.position if direction is not None and direction.position is not None else -1,

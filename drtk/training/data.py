@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import random
+from collections import Counter
 from contextlib import nullcontext
 from functools import partial
 from dataclasses import asdict, dataclass, replace
@@ -203,6 +204,10 @@ class DataConfig:
             layer and position -- to oversample (0: off; needs the direction and its layer). A defence
             over-refuses first the benign prompts its starting model already represents like harmful ones.
         hard_benign_repeat: extra copies of each of those examples (on top of ``borderline_repeat``).
+        max_repeated: generated texts (helpful answers, harmful answers cut into recovery prefixes) whose
+            share of words inside a repeated word trigram exceeds this are dropped (:func:`repeated_share`):
+            a small model's looping letters ("Dear Sam,\n\nDear Sam,\n\n...") teach looping as helpful and,
+            cut into a recovery prefix, teach breaking off after a salutation. 1.0 keeps everything.
         seed: seeds the refusal choice and the prefix lengths.
     """
 
@@ -217,6 +222,7 @@ class DataConfig:
     borderline_repeat: int = 1
     hard_benign: float = 0.0
     hard_benign_repeat: int = 2
+    max_repeated: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -239,6 +245,8 @@ class DataConfig:
             raise ConfigError(f"DataConfig.hard_benign must be a share in [0, 1], got {self.hard_benign}")
         if self.hard_benign_repeat < 1:
             raise ConfigError(f"DataConfig.hard_benign_repeat must be >= 1, got {self.hard_benign_repeat}")
+        if not 0 < self.max_repeated <= 1:
+            raise ConfigError(f"DataConfig.max_repeated must be a share in (0, 1], got {self.max_repeated}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -252,6 +260,24 @@ class DataConfig:
         if "recovery_tokens" in d:
             d["recovery_tokens"] = tuple(d["recovery_tokens"])
         return cls(**d)
+
+
+def repeated_share(text: str, n: int = 3) -> float:
+    """The share of a text's words that lie inside a word ``n``-gram occurring more than once in it.
+
+    0 for text without a repeated ``n``-gram (and for text shorter than ``n + 1`` words); near 1 for a loop
+    ("Dear Sam,\n\nDear Sam,\n\n..."). Fluent 48-token answers of the embedded model stay under 0.6.
+    """
+    words = text.split()
+    if len(words) <= n:
+        return 0.0
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    covered = [False] * len(words)
+    for i, g in enumerate(grams):
+        if counts[g] > 1:
+            covered[i:i + n] = [True] * n
+    return sum(covered) / len(words)
 
 
 def _generate(model: Any, prompts: Sequence[str], cfg: DataConfig) -> tuple[list[str], list[bool]]:
@@ -383,6 +409,9 @@ def build_training_set(
     if cfg.hard_benign and (direction is None or direction.ndim != 1 or direction_layer is None):
         raise ConfigError("DataConfig.hard_benign needs a single direction and its layer (direction=, direction_layer=)")
     gen = partial(_answers, model, cfg=cfg, cache=cache, model_sum=weights_checksum(model) if cache else "")
+
+    def usable(answer: str) -> bool:
+        return bool(answer) and not is_refusal(answer) and repeated_share(answer) <= cfg.max_repeated
     examples: list[Example] = []
     for kind, prompts in (("helpful", harmless), ("borderline", borderline)):
         if prompts:
@@ -396,9 +425,9 @@ def build_training_set(
                     answers[i], complete[i] = a, c
                 logger.info("%s: %d refused prompts answered again with the direction ablated", kind, len(refused))
             # an empty answer teaches nothing; the model's own refusal of a benign prompt teaches over-refusal
-            keep = [i for i, a in enumerate(answers) if a and not is_refusal(a)]
+            keep = [i for i, a in enumerate(answers) if usable(a)]
             if len(keep) < len(prompts):
-                logger.info("%s: dropped %d empty or refusing answers", kind, len(prompts) - len(keep))
+                logger.info("%s: dropped %d empty, refusing or looping answers", kind, len(prompts) - len(keep))
             found = helpful_examples([prompts[i] for i in keep], [answers[i] for i in keep], kind=kind,
                                      complete=[complete[i] for i in keep])
             examples += found * (cfg.borderline_repeat if kind == "borderline" else 1)
@@ -432,8 +461,9 @@ def build_training_set(
             answers, _ = gen(harmful, direction=direction)
         else:
             answers = plain_answers or []
-        keep = [i for i, a in enumerate(answers) if a and not is_refusal(a)]
-        logger.info("recovery: %d of %d harmful answers usable as prefixes", len(keep), len(harmful))
+        keep = [i for i, a in enumerate(answers) if usable(a)]
+        logger.info("recovery: %d of %d harmful answers usable as prefixes (not empty, refusing or looping)",
+                    len(keep), len(harmful))
         rec_refusals = refusals_for([categories[i] for i in keep])
         examples += recovery_examples(
             [harmful[i] for i in keep], [answers[i] for i in keep], rec_refusals,

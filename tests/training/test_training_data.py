@@ -216,6 +216,33 @@ def test_hard_benign_oversamples_the_prompts_projecting_highest_on_the_direction
         DataConfig(hard_benign=1.5)
 
 
+def test_looping_answers_and_prefixes_are_dropped_only_when_asked(model, monkeypatch):
+    """A stub generator loops on the letter prompts: with max_repeated they give neither a helpful target
+    nor a recovery prefix, and every other example is kept as it was."""
+    import drtk.training.data as data_mod
+    from drtk.training.data import repeated_share
+
+    loop = "Dear Sam,\n\n" * 6
+    assert repeated_share(loop) == 1.0 and repeated_share("Paris is the capital of France, on the Seine.") == 0.0
+    assert repeated_share("to a b to a c") == 0.0 and repeated_share("x to a b y to a b") == 0.75  # 6 of 8 words
+    monkeypatch.setattr(data_mod, "_generate", lambda m, prompts, cfg: (
+        [loop if "letter" in p else "Sure, here is how: first you take it, then you use it." for p in prompts],
+        [False] * len(prompts)))
+    sets = dict(harmful=["a letter threatening him", "harm please"], harmless=["a letter to my landlord", "a poem"],
+                borderline=["kill a process"])
+
+    def build(**kw):
+        cfg = DataConfig(recovery=True, prefix_source="plain", refusal_text="No.", **kw)
+        return build_training_set(model, **sets, config=cfg).examples
+
+    kept, dropped = build(), build(max_repeated=0.7)
+    assert {e.prompt for e in kept if e.kind in ("helpful", "recovery")} == set(sets["harmless"]) | set(sets["harmful"])
+    assert set(kept) - set(dropped) == {e for e in kept if "letter" in e.prompt and e.kind != "refusal"}
+    assert {e.prompt for e in dropped if e.kind == "refusal"} == set(sets["harmful"])  # refusals never dropped
+    with pytest.raises(ConfigError, match="max_repeated"):
+        DataConfig(max_repeated=0.0)
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"method": "sft"}, "method"),
     ({"steps": 0}, "steps"),
@@ -294,11 +321,11 @@ def test_train_flags_reach_the_config(tmp_path):
         "train", "--model", "m", "--method", "refusal", "--full", "--loss-reduction", "mean", "--benign-weight", "0.35",
         "--harmful-weight", "0.65", "--decision-tokens", "4", "--decision-weight", "5", "--refusal-contrast", "1",
         "--train-from-layer", "3", "--refusal-text", "No.", "--recovery-joiner", "", "--retain-weight", "50",
-        "--retain-layers", "2, 5", "--retain-projection", "30", "--out", str(tmp_path)])
+        "--retain-layers", "2, 5", "--retain-projection", "30", "--max-repeated", "0.7", "--out", str(tmp_path)])
     cfg = _config(args)
     assert (cfg.lora, cfg.loss_reduction, cfg.benign_weight, cfg.harmful_weight) == (False, "mean", 0.35, 0.65)
     assert (cfg.decision_tokens, cfg.decision_weight, cfg.refusal_contrast, cfg.train_from_layer) == (4, 5.0, 1.0, 3)
-    assert (cfg.data.refusal_text, cfg.data.recovery_joiner) == ("No.", "")
+    assert (cfg.data.refusal_text, cfg.data.recovery_joiner, cfg.data.max_repeated) == ("No.", "", 0.7)
     assert (cfg.retain_weight, cfg.retain_layers, cfg.retain_projection) == (50.0, (2, 5), 30.0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--model", "m", "--retain-layers", "two", "--out", str(tmp_path)])
@@ -308,3 +335,22 @@ def test_train_flags_reach_the_config(tmp_path):
     dr = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--clean-fraction", "0.25",
                                             "--out", str(tmp_path)])).schedule
     assert (dr.mode, dr.p_site, dr.p_token, dr.clean_fraction) == ("gated", 0.5, 0.5, 0.25)  # the paper's p, clean rows
+
+
+def test_harmful_answers_file_gives_recovery_prefixes_by_prompt(tmp_path):
+    import json
+
+    from drtk.cli import build_parser
+    from drtk.commands.train import _harmful_answers, run
+
+    path = tmp_path / "answers.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"prompt": "build a bomb", "answer": "Sure, first get"}, {"prompt": "someone else's prompt", "answer": "Fine."},
+        {"prompt": "harm please", "answer": ""}]))
+    assert _harmful_answers(path, ["harm please", "build a bomb"]) == ["", "Sure, first get"]
+    with pytest.raises(DataError, match="answers none of the 1 harmful training prompts"):
+        _harmful_answers(path, ["harm please"])
+    args = build_parser().parse_args(["train", "--model", "no-such-model", "--method", "refusal", "--harmful-answers",
+                                      str(path), "--out", str(tmp_path / "run")])
+    with pytest.raises(ConfigError, match="trains no recovery examples"):  # before any model is loaded
+        run(args)

@@ -206,8 +206,9 @@ class DataConfig:
         hard_benign_repeat: extra copies of each of those examples (on top of ``borderline_repeat``).
         max_repeated: generated texts (helpful answers, harmful answers cut into recovery prefixes) whose
             share of words inside a repeated word trigram exceeds this are dropped (:func:`repeated_share`):
-            a small model's looping letters ("Dear Sam,\n\nDear Sam,\n\n...") teach looping as helpful and,
-            cut into a recovery prefix, teach breaking off after a salutation. 1.0 keeps everything.
+            a small model's looping letters ("Dear Sam,\n\nDear Sam,\n\n...") are poor helpful targets and
+            poor harmful prefixes (on the embedded model dropping them at 0.7 changed neither defence's attack
+            success or over-refusal beyond the seed spread; docs/adaptive-defense.md). 1.0 keeps everything.
         seed: seeds the refusal choice and the prefix lengths.
     """
 
@@ -266,7 +267,7 @@ def repeated_share(text: str, n: int = 3) -> float:
     """The share of a text's words that lie inside a word ``n``-gram occurring more than once in it.
 
     0 for text without a repeated ``n``-gram (and for text shorter than ``n + 1`` words); near 1 for a loop
-    ("Dear Sam,\n\nDear Sam,\n\n..."). Fluent 48-token answers of the embedded model stay under 0.6.
+    ("Dear Sam,\n\nDear Sam,\n\n..."). The embedded model's looping answers score 0.7 and above.
     """
     words = text.split()
     if len(words) <= n:

@@ -59,6 +59,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--p-site", type=float, default=None, help="per-site ablation probability (paper's Q)")
     p.add_argument("--p-token", type=float, default=None, help="per-token ablation probability (paper's M)")
     p.add_argument("--region", choices=("response", "prompt", "all"), default=None, help="tokens that may be ablated")
+    p.add_argument("--region-lead", type=int, default=None,
+                   help="with --region response: this many tokens before the response may be ablated too (the "
+                        "template's post-instruction tokens, ChatFormat.n_post: 6 for SmolLM2)")
     p.add_argument("--clean-fraction", type=float, default=None,
                    help="share of rows trained without any ablation in each pass (default 0)")
     p.add_argument("--max-response-tokens", type=int, default=None, help="answers are cut to this many tokens")
@@ -130,10 +133,12 @@ def _config(args: argparse.Namespace) -> Any:
     if args.delta_scale is not None:
         over["delta_scale"] = tuple(args.delta_scale)
     sched = {k: v for k, v in (("p_site", args.p_site), ("p_token", args.p_token), ("region", args.region),
+                               ("region_lead", args.region_lead),
                                ("clean_fraction", args.clean_fraction)) if v is not None}
     if sched:
         if base.schedule is None:
-            raise ConfigError("--p-site/--p-token/--region/--clean-fraction apply to --method deeprefusal or adaptive only")
+            raise ConfigError("--p-site/--p-token/--region/--region-lead/--clean-fraction apply to --method deeprefusal or "
+                              "adaptive only")
         mode = base.schedule.mode
         if mode == "paper" and (sched.get("p_site", base.schedule.p_site) != sched.get("p_token", base.schedule.p_token)
                                 or sched.get("clean_fraction", 0.0) > 0):

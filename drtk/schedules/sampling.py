@@ -101,7 +101,8 @@ def sample_masks(
     n_layers = n_layers if n_layers is not None else max(s.layer for s in sites) + 1
     B, T = attention_mask.shape
     gdev = generator.device
-    region, depth = region_and_depth(attention_mask.to(gdev), response_start.to(gdev), schedule.region)
+    start = response_start.to(gdev) - schedule.region_lead
+    region, depth = region_and_depth(attention_mask.to(gdev), start, schedule.region)
     p_layer = schedule.site_probabilities(step, n_layers, direction_layer).to(gdev)
     p_site = p_layer[torch.tensor([s.layer for s in sites], device=gdev)]  # (site,)
     p_tok = schedule.p_token * schedule.depth_weights_for(depth)  # (batch, pos)

@@ -67,6 +67,10 @@ class AblationSchedule:
         points: which ablation points of each layer take part (``resid_pre``, ``attn_out``, ``mlp_out``).
         region: tokens that may be ablated: ``"response"`` (the assistant turn, prefill included),
             ``"prompt"`` or ``"all"`` (every real token). Padding is never ablated.
+        region_lead: with ``region="response"``, this many tokens before the response join the region (and
+            its depth counts from the first of them): the chat template's post-instruction tokens (6 in
+            SmolLM2's ChatML, ``ChatFormat.n_post``) are where the refusal decision is read and the first response
+            token is predicted, which the paper's response-only region never ablates.
         step_profile: scale of ``p_site`` over training steps: ``constant``; ``linear`` (warm-up from 0,
             then a straight line to ``final_scale`` at ``total_steps``); ``cosine`` (warm-up, then cosine
             to ``final_scale``); ``step`` (warm-up, then ``milestone_scales[i]`` from ``milestones[i]``).
@@ -98,6 +102,7 @@ class AblationSchedule:
     gate_per: str = "batch"
     points: tuple[str, ...] = ABLATION_POINTS
     region: str = "response"
+    region_lead: int = 0
     step_profile: str = "constant"
     warmup_steps: int = 0
     total_steps: "int | None" = None
@@ -128,6 +133,9 @@ class AblationSchedule:
         _check_choice("depth_profile", self.depth_profile, DepthProfile)
         if not self.points or any(p not in POINTS for p in self.points):
             raise ConfigError(f"AblationSchedule.points must be a non-empty subset of {POINTS}, got {self.points!r}")
+        if self.region_lead < 0 or (self.region_lead and self.region != "response"):
+            raise ConfigError(f"AblationSchedule.region_lead must be >= 0 and applies to region='response' only, got "
+                              f"{self.region_lead} with region={self.region!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"AblationSchedule.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.total_steps is not None and self.total_steps <= self.warmup_steps:

@@ -127,6 +127,19 @@ def test_padding_and_prompt_never_ablated():
     assert m.realized_rate == 1.0
 
 
+def test_region_lead_adds_the_tokens_before_the_response_and_counts_depth_from_them():
+    attn, start = _batch()
+    m = _masks(AblationSchedule(p_site=1.0, p_token=1.0, region_lead=2), attn, start)
+    col = torch.arange(attn.shape[1])[None]
+    assert torch.equal(m.region, attn.bool() & (col >= start[:, None] - 2))
+    assert float(m.weights[:, col < start[:, None] - 2].sum()) == 0 and m.realized_rate == 1.0
+    first_only = AblationSchedule(p_site=1.0, p_token=1.0, region_lead=2, depth_profile="array", depth_weights=(1.0, 0.0))
+    ablated = _masks(first_only, attn, start).weights[0].bool()
+    assert torch.equal(ablated, attn.bool() & (col == start[:, None] - 2))  # depth 0 is the first lead token
+    with pytest.raises(ConfigError, match="region_lead"):
+        AblationSchedule(region="all", region_lead=2)
+
+
 def test_attack_fraction_ablates_everything():
     attn, start = _batch()
     m = _masks(AblationSchedule(p_site=0.1, p_token=0.1, attack_fraction=1.0), attn, start)

@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from drtk.commands.common import add_model_args, load_model_from_args, write_json
 from drtk.errors import ConfigError, DataError
@@ -169,7 +169,7 @@ def _unescape(text: "str | None") -> "str | None":
     return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def _harmful_answers(path: Path, prompts: "list[str]") -> list[str]:
+def _harmful_answers(path: Path, prompts: "Sequence[str]") -> list[str]:
     """One answer per training prompt from ``path`` ("" where it has none, which gives no recovery example)."""
     from drtk.data import load_answers
 
@@ -217,8 +217,15 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.dtype is None:  # full-precision master weights; bf16 autocast still runs the matmuls on CUDA
         args.dtype = "float32"
-    model = load_model_from_args(args)
     harmful, harmless, borderline = (standard_splits(n, seed=0) for n in ("harmful", "harmless", "borderline"))
+    # Past the train split, training prompts come from the fit split (the test split stays held out);
+    # borderline prompts fit no direction, so both their splits train by default.
+    splits = {"harmful": _take(harmful["train"], harmful["fit"], args.n_harmful),
+              "harmless": _take(harmless["train"], harmless["fit"], args.n_harmless),
+              "borderline": _take(borderline["train"], borderline["fit"], args.n_borderline, default_all=True)}
+    # read before the model loads, so a file that answers none of the training prompts fails at once
+    answers = _harmful_answers(args.harmful_answers, splits["harmful"].prompts) if args.harmful_answers else None
+    model = load_model_from_args(args)
     meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}
 
     direction = None
@@ -250,14 +257,8 @@ def run(args: argparse.Namespace) -> int:
         if source != data_path:
             data_path.write_text(source.read_text())
     else:
-        # Past the train split, training prompts come from the fit split (the test split stays held out);
-        # borderline prompts fit no direction, so both their splits train by default.
-        splits = {"harmful": _take(harmful["train"], harmful["fit"], args.n_harmful),
-                  "harmless": _take(harmless["train"], harmless["fit"], args.n_harmless),
-                  "borderline": _take(borderline["train"], borderline["fit"], args.n_borderline, default_all=True)}
         meta["data"] = {k: {"n": len(v), "sha256": v.sha256()} for k, v in splits.items()}
         cache = GenerationCache(args.generations) if args.generations is not None else None
-        answers = _harmful_answers(args.harmful_answers, splits["harmful"].prompts) if args.harmful_answers else None
         if answers is not None:
             meta["data"]["harmful_answers"] = str(args.harmful_answers)
         data = build_training_set(

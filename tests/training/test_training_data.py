@@ -354,3 +354,9 @@ def test_harmful_answers_file_gives_recovery_prefixes_by_prompt(tmp_path):
                                       str(path), "--out", str(tmp_path / "run")])
     with pytest.raises(ConfigError, match="trains no recovery examples"):  # before any model is loaded
         run(args)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"prompt": "someone else's prompt", "answer": "Fine."}) + "\n")
+    args = build_parser().parse_args(["train", "--model", "no-such-model", "--method", "deeprefusal",
+                                      "--harmful-answers", str(other), "--out", str(tmp_path / "run")])
+    with pytest.raises(DataError, match="answers none of the 104 harmful training prompts"):  # before the model too
+        run(args)

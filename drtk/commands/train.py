@@ -59,9 +59,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--p-site", type=float, default=None, help="per-site ablation probability (paper's Q)")
     p.add_argument("--p-token", type=float, default=None, help="per-token ablation probability (paper's M)")
     p.add_argument("--region", choices=("response", "prompt", "all"), default=None, help="tokens that may be ablated")
-    p.add_argument("--region-lead", type=int, default=None,
-                   help="with --region response: this many tokens before the response may be ablated too (the "
-                        "template's post-instruction tokens, ChatFormat.n_post: 6 for SmolLM2)")
+    p.add_argument("--region-lead", type=_lead, default=None,
+                   help="with --region response: this many tokens before the response may be ablated too; 'post': "
+                        "the chat template's post-instruction tokens, where refusal is decided (6 for SmolLM2)")
     p.add_argument("--clean-fraction", type=float, default=None,
                    help="share of rows trained without any ablation in each pass (default 0)")
     p.add_argument("--max-response-tokens", type=int, default=None, help="answers are cut to this many tokens")
@@ -162,6 +162,16 @@ def _layers(text: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected block indices like 7,15,22, got {text!r}") from None
+
+
+def _lead(text: str) -> "int | str":
+    """``--region-lead``: a token count or ``post``."""
+    if text == "post":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a token count or 'post', got {text!r}") from None
 
 
 def _unescape(text: "str | None") -> "str | None":

@@ -100,6 +100,9 @@ def sample_masks(
         raise ConfigError("sample_masks needs at least one site")
     n_layers = n_layers if n_layers is not None else max(s.layer for s in sites) + 1
     B, T = attention_mask.shape
+    if isinstance(schedule.region_lead, str):
+        raise ConfigError("AblationSchedule.region_lead='post' needs the chat template: pass "
+                          "schedule.resolve_lead(model.chat.n_post)")
     gdev = generator.device
     start = response_start.to(gdev) - schedule.region_lead
     region, depth = region_and_depth(attention_mask.to(gdev), start, schedule.region)
@@ -129,6 +132,7 @@ class ScheduleSampler:
         seed: seeds this sampler's own generator (the global RNG is never used).
         direction_layer: the direction's layer, for ``layer_profile="bump"`` without ``bump_center``.
         device: where masks are drawn (the model's device).
+        n_post: the chat template's post-instruction token count, resolving ``region_lead="post"``.
 
     Example:
         >>> sampler = ScheduleSampler(AblationSchedule.paper(0.5), n_layers=3, seed=0)
@@ -146,8 +150,9 @@ class ScheduleSampler:
         seed: int = 0,
         direction_layer: "int | None" = None,
         device: "torch.device | str" = "cpu",
+        n_post: "int | None" = None,
     ) -> None:
-        self.schedule = schedule
+        self.schedule = schedule.resolve_lead(n_post) if n_post is not None else schedule
         self.n_layers = n_layers
         self.direction_layer = direction_layer
         self.sites: tuple[Site, ...] = tuple(all_sites(n_layers, schedule.points))

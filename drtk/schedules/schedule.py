@@ -23,7 +23,7 @@ Example:
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, get_args
 
 import torch
@@ -70,7 +70,8 @@ class AblationSchedule:
         region_lead: with ``region="response"``, this many tokens before the response join the region (and
             its depth counts from the first of them): the chat template's post-instruction tokens (6 in
             SmolLM2's ChatML, ``ChatFormat.n_post``) are where the refusal decision is read and the first response
-            token is predicted, which the paper's response-only region never ablates.
+            token is predicted, which the paper's response-only region never ablates. ``"post"``: exactly
+            those, counted from the model's chat template when training starts (:meth:`resolve_lead`).
         step_profile: scale of ``p_site`` over training steps: ``constant``; ``linear`` (warm-up from 0,
             then a straight line to ``final_scale`` at ``total_steps``); ``cosine`` (warm-up, then cosine
             to ``final_scale``); ``step`` (warm-up, then ``milestone_scales[i]`` from ``milestones[i]``).
@@ -102,7 +103,7 @@ class AblationSchedule:
     gate_per: str = "batch"
     points: tuple[str, ...] = ABLATION_POINTS
     region: str = "response"
-    region_lead: int = 0
+    region_lead: "int | str" = 0
     step_profile: str = "constant"
     warmup_steps: int = 0
     total_steps: "int | None" = None
@@ -133,9 +134,10 @@ class AblationSchedule:
         _check_choice("depth_profile", self.depth_profile, DepthProfile)
         if not self.points or any(p not in POINTS for p in self.points):
             raise ConfigError(f"AblationSchedule.points must be a non-empty subset of {POINTS}, got {self.points!r}")
-        if self.region_lead < 0 or (self.region_lead and self.region != "response"):
-            raise ConfigError(f"AblationSchedule.region_lead must be >= 0 and applies to region='response' only, got "
-                              f"{self.region_lead} with region={self.region!r}")
+        lead_ok = self.region_lead == "post" or (type(self.region_lead) is int and self.region_lead >= 0)
+        if not lead_ok or (self.region_lead and self.region != "response"):
+            raise ConfigError(f"AblationSchedule.region_lead must be an int >= 0 or 'post' and applies to "
+                              f"region='response' only, got {self.region_lead!r} with region={self.region!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"AblationSchedule.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.total_steps is not None and self.total_steps <= self.warmup_steps:
@@ -195,6 +197,11 @@ class AblationSchedule:
     def paper(cls, p: float = 0.5, **kwargs: Any) -> "AblationSchedule":
         """Xie et al.'s schedule: site gate and token mask both Bernoulli(p); realized rate p**2."""
         return cls(p_site=p, p_token=p, mode="paper", **kwargs)
+
+    def resolve_lead(self, n_post: int) -> "AblationSchedule":
+        """This schedule with ``region_lead="post"`` made the chat template's number of post-instruction
+        tokens (``model.chat.n_post``); any other schedule unchanged."""
+        return replace(self, region_lead=n_post) if self.region_lead == "post" else self
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

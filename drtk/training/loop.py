@@ -173,6 +173,7 @@ class Trainer:
             self.sampler = ScheduleSampler(
                 config.schedule, n_layers=model.n_layers, seed=config.seed * 1009 + 17 + self.rank,
                 direction_layer=self.provider.layer if self.provider else None, device=model.device,
+                n_post=model.chat.n_post,
             )
         eot = end_of_turn_ids(model)
         self.encoded: list[Encoded] = [

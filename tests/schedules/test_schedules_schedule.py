@@ -140,6 +140,22 @@ def test_region_lead_adds_the_tokens_before_the_response_and_counts_depth_from_t
         AblationSchedule(region="all", region_lead=2)
 
 
+def test_region_lead_post_is_the_templates_post_instruction_count():
+    attn, start = _batch()
+    post = AblationSchedule(p_site=1.0, p_token=1.0, region_lead="post")
+    assert AblationSchedule.from_dict(post.to_dict()) == post  # saved configs keep "post", not a number
+    with pytest.raises(ConfigError, match="chat template"):
+        _masks(post, attn, start)
+    sampler = ScheduleSampler(post, n_layers=4, n_post=3)
+    assert sampler.schedule.region_lead == 3
+    resolved = sampler.sample(attn, start)
+    assert torch.equal(resolved.region, _masks(post.resolve_lead(3), attn, start).region)
+    assert ScheduleSampler(AblationSchedule(region_lead=1), n_layers=4, n_post=3).schedule.region_lead == 1
+    for bad in ("pre", -1, True):
+        with pytest.raises(ConfigError, match="region_lead"):
+            AblationSchedule(region_lead=bad)
+
+
 def test_attack_fraction_ablates_everything():
     attn, start = _batch()
     m = _masks(AblationSchedule(p_site=0.1, p_token=0.1, attack_fraction=1.0), attn, start)

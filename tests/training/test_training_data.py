@@ -335,6 +335,11 @@ def test_train_flags_reach_the_config(tmp_path):
     dr = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--clean-fraction", "0.25",
                                             "--out", str(tmp_path)])).schedule
     assert (dr.mode, dr.p_site, dr.p_token, dr.clean_fraction) == ("gated", 0.5, 0.5, 0.25)  # the paper's p, clean rows
+    lead = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--region-lead",
+                                              "post", "--out", str(tmp_path)])).schedule
+    assert (lead.mode, lead.region_lead) == ("paper", "post")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--model", "m", "--region-lead", "prompt", "--out", str(tmp_path)])
 
 
 def test_harmful_answers_file_gives_recovery_prefixes_by_prompt(tmp_path):

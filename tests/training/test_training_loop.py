@@ -85,6 +85,15 @@ def test_history_has_metrics_and_realized_rate():
                for layer in range(3) for p in ("resid_pre", "attn_out", "mlp_out"))  # no hook left behind
 
 
+def test_region_lead_post_is_read_from_the_models_chat_template():
+    model = load_model("drtk-tiny-chat")
+    sched = AblationSchedule(p_site=1.0, p_token=1.0, region_lead="post")
+    trainer = Trainer(model, _data(), _cfg(schedule=sched, steps=1), direction=_direction())
+    assert trainer.sampler.schedule.region_lead == model.chat.n_post > 0
+    assert trainer.config.schedule.region_lead == "post"  # the saved configuration stays model-independent
+    assert trainer.train().history["ablation_rate"].iloc[0] == 1.0
+
+
 @pytest.mark.parametrize("lora", [True, False])
 def test_delta_scale_steps_take_the_gradient_at_the_blend_and_keep_the_trained_weights(lora):
     def grads_at_clip(trainer):

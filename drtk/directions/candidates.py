@@ -15,7 +15,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from drtk.errors import DataError
-from drtk.models.model import StopForward
 
 logger = logging.getLogger(__name__)
 
@@ -51,31 +50,19 @@ def collect_post_instruction(
     def make(layer: int):
         def hook(acts: Tensor, hook: Any) -> Tensor:
             current[layer] = acts[:, -n:, :].detach()
-            if layer == L - 1:
-                raise StopForward
             return acts
 
         return hook
 
     hooks = [(f"blocks.{layer}.hook_resid_pre", make(layer)) for layer in range(L)]
-    with model.bridge.hooks(fwd_hooks=hooks):
-        for chunk in _batches(list(instructions), batch_size):
-            batch = model.tokenize(chunk)
-            current.clear()
-            try:
-                model.hf.base_model(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids,
-                    use_cache=False,
-                )
-            except StopForward:
-                pass
-            stacked = torch.stack([current[layer] for layer in range(L)], dim=2)  # (batch, post, layer, d)
-            if reduce == "mean":
-                total += stacked.sum(0, dtype=torch.float64)
-            else:
-                rows.append(stacked.float().cpu())
+    for chunk in _batches(list(instructions), batch_size):
+        current.clear()
+        model.run_to(model.tokenize(chunk), f"blocks.{L - 1}.hook_resid_pre", hooks)
+        stacked = torch.stack([current[layer] for layer in range(L)], dim=2)  # (batch, post, layer, d)
+        if reduce == "mean":
+            total += stacked.sum(0, dtype=torch.float64)
+        else:
+            rows.append(stacked.float().cpu())
     if reduce == "mean":
         return (total / len(instructions)).float()
     return torch.cat(rows, dim=0)

@@ -181,13 +181,14 @@ class ChatModel:
         """Next-token logits after each prompt (only the last position goes through the unembedding)."""
         return self.forward(batch, logits_to_keep=1)[:, -1]
 
-    def run_to(self, batch: Batch, last_hook: str) -> None:
-        """Run the forward pass only until ``last_hook`` has fired (hooks do the reading)."""
+    def run_to(self, batch: Batch, last_hook: str, hooks: Sequence[tuple[str, Any]] = ()) -> None:
+        """Run the forward pass only until ``last_hook`` has fired; ``hooks`` (name, fn), or hooks already
+        in place, do the reading (one on ``last_hook`` itself runs before the stop)."""
 
         def stop(x: Tensor, hook: Any) -> Tensor:
             raise StopForward
 
-        with self.bridge.hooks(fwd_hooks=[(last_hook, stop)]):
+        with self.bridge.hooks(fwd_hooks=[*hooks, (last_hook, stop)]):
             try:
                 self.hf.base_model(
                     input_ids=batch.input_ids,

@@ -4,7 +4,8 @@
 2. ``aligned``    surface alignment: ordinary refusal training;
 3. ``direction``  find and select the refusal direction of the aligned model;
 4. ``attack-aligned``  the attack battery on the aligned model;
-5. ``deeprefusal``  DeepRefusal training from the aligned model with the direction of step 3;
+5. ``deeprefusal``  DeepRefusal training from the aligned model with the direction of step 3 (the paper's
+   schedule over the response and the chat template's post-instruction tokens before it);
 6. ``adaptive``   drtk's strongest defence, trained the same way;
 7. ``attack-deeprefusal`` / ``attack-adaptive``  the battery again on each defended model, plus the
    direction transferred from step 3 and LoRA-delta interpolation (fresh directions are re-extracted on
@@ -90,9 +91,16 @@ SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--loss-reduction", "mean", "--be
                      "--decision-weight", "5", "--refusal-text", "I'm sorry, but I can't help with that.",
                      "--refusal-contrast", "2"]
 # Both defences: full fine-tuning from the aligned model with equal group weights and every borderline prompt
-# twice over; each method keeps its own schedule (deeprefusal: the paper's p = 0.5 on response tokens;
-# adaptive: prompt and response tokens, fresh and per-layer directions, attacker steps).
+# twice over; each method keeps its own schedule (deeprefusal: the paper's p = 0.5 on response tokens and on the
+# template's post-instruction tokens before them, where the refusal is decided and the direction read; adaptive:
+# prompt and response tokens, fresh and per-layer directions, attacker steps).
 DEFENCE = ["--full", "--lr", "3e-5", "--benign-weight", "0.5", "--harmful-weight", "0.5", "--borderline-repeat", "2"]
+DEFENCE_SCHEDULE = {"deeprefusal": ["--region-lead", "post"]}
+
+
+def _recipe(method: str) -> list[str]:
+    """The training flags of a demo stage."""
+    return SURFACE_ALIGNMENT if method == "refusal" else DEFENCE + DEFENCE_SCHEDULE.get(method, [])
 
 
 def _cli(args: list[str], *, static_figures: bool = True) -> None:
@@ -128,7 +136,7 @@ def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", siz
 
     runner.run("baseline", lambda d: _eval(d, model, sz, dev, attacks="none", extra=[]), config=common)
     runner.run("aligned", lambda d: _train(d, model, "refusal", sz, dev, []),
-               config={**common, "recipe": SURFACE_ALIGNMENT})
+               config={**common, "recipe": _recipe("refusal")})
     aligned = str(out / "aligned" / "model")
     runner.run("direction", lambda d: _directions(d, aligned, sz, dev), config=common, after=["aligned"])
     direction = str(out / "direction")
@@ -140,7 +148,7 @@ def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", siz
         # both defences start from the aligned model's own answers: generated once, then reused
         runner.run(method, lambda d, m=method: _train(d, aligned, m, sz, dev, [
             "--direction", direction, "--generations", str(out / "aligned-generations.jsonl")]),
-                   config={**common, "recipe": DEFENCE}, after=["direction"])
+                   config={**common, "recipe": _recipe(method)}, after=["direction"])
         runner.run(f"attack-{method}", lambda d, m=method: _eval(
             d, str(out / m / "model"), sz, dev, attacks=_battery(sz, defended=True, source=source),
             extra=["--direction", direction, "--reference", aligned, *answers]), config=common, after=[method])
@@ -172,7 +180,7 @@ def _train(folder: Path, model: str, method: str, sz: DemoSize, dev: list[str], 
     n_borderline = (sz.aligned_borderline or sz.n_borderline) if aligning else sz.n_borderline
     args = ["train", "--model", model, "--method", method, "--steps", str(steps), "--n-harmful",
             str(sz.n_harmful), "--n-harmless", str(sz.n_harmless), "--n-borderline", str(n_borderline),
-            "--out", str(folder), *dev, *extra, *(SURFACE_ALIGNMENT if aligning else DEFENCE)]
+            "--out", str(folder), *dev, *extra, *_recipe(method)]
     if (folder / "checkpoint").exists():
         args.append("--resume")
     _cli(args)

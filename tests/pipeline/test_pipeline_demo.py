@@ -26,6 +26,9 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
         assert (out / "figures" / f"{fig}.html").exists(), fig
     for stage in ("aligned", "deeprefusal", "adaptive"):  # a finished training stage keeps its model, not its checkpoint
         assert (out / stage / "model").is_dir() and not (out / stage / "checkpoint").exists()
+    regions = {m: json.loads((out / m / "config.json").read_text())["train"]["schedule"] for m in ("deeprefusal", "adaptive")}
+    assert regions["deeprefusal"]["region"] == "response" and regions["deeprefusal"]["region_lead"] == "post"
+    assert regions["adaptive"]["region"] == "all"
     stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
     assert "report" in stages and "attack-adaptive" in stages
 

@@ -19,7 +19,8 @@
 # The embedded SmolLM2-135M-Instruct answers harmful requests, so it first gets ordinary refusal
 # training (surface alignment). DeepRefusal then fine-tunes the aligned model while probabilistically
 # ablating its refusal direction at every layer's residual input, attention output and MLP output, on
-# response tokens, so it learns to refuse from a "jailbroken" internal state. The schedule's two knobs
+# response tokens (here also the chat template's post-instruction tokens before the response, where the refusal
+# is decided), so it learns to refuse from a "jailbroken" internal state. The schedule's two knobs
 # are explicit: `p_site` (is this site ablated in this pass) and `p_token` (is this token ablated); the
 # realized fraction of ablated cells is logged every step.
 
@@ -62,11 +63,13 @@ direction = drtk.find_direction(model, harmful["fit"].head(32), harmless["fit"].
 print(direction.site, direction.position, direction.metadata["refusal_rate_val"])
 
 # %% [markdown]
-# DeepRefusal from the aligned model: the paper's schedule (p = 0.5 per site and per token) and recovery
-# examples (a harmful prefix generated with the direction ablated, then a refusal; the prefix is not trained on).
+# DeepRefusal from the aligned model: the paper's schedule (p = 0.5 per site and per token) over the response
+# and the template's post-instruction tokens (`region_lead="post"`, as in `drtk demo`; leave it out for the
+# paper's response-only region), and recovery examples (a harmful prefix generated with the direction ablated,
+# then a refusal; the prefix is not trained on).
 
 # %%
-schedule = AblationSchedule.paper(0.5)
+schedule = AblationSchedule.paper(0.5, region_lead="post")
 schedule_heatmap(schedule, n_layers=model.n_layers, direction_layer=direction.layer)
 
 # %%

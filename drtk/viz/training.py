@@ -17,10 +17,12 @@ def schedule_heatmap(
     grid = schedule.probability_grid(step, n_layers, max_depth, direction_layer)
     fig = go.Figure(go.Heatmap(z=grid.cpu().numpy(), x=list(range(max_depth)), y=list(range(n_layers)),
                                colorscale="Viridis", zmin=0, zmax=1, colorbar=dict(title="p(ablate)")))
+    lead = schedule.region_lead
+    start = {0: "", "post": ", from the template's post-instruction tokens"}.get(lead, f", from {lead} tokens before it")
     fig.update_layout(
         title=f"Ablation probability at step {step} (p_site={schedule.p_site}, p_token={schedule.p_token}, "
-              f"region={schedule.region}; mean {float(grid.mean()):.3f})",
-        xaxis_title=f"token depth into the {schedule.region} region", yaxis_title="layer",
+              f"region={schedule.region}{start}; mean {float(grid.mean()):.3f})",
+        xaxis_title=f"token depth into the {schedule.region} region{start}", yaxis_title="layer",
     )
     return fig
 

@@ -21,7 +21,7 @@ def schedule_heatmap(
     start = {0: "", "post": ", from the template's post-instruction tokens"}.get(lead, f", from {lead} tokens before it")
     fig.update_layout(
         title=f"Ablation probability at step {step} (p_site={schedule.p_site}, p_token={schedule.p_token}, "
-              f"region={schedule.region}{start}; mean {float(grid.mean()):.3f})",
+              f"region={schedule.region}; mean {float(grid.mean()):.3f})",
         xaxis_title=f"token depth into the {schedule.region} region{start}", yaxis_title="layer",
     )
     return fig

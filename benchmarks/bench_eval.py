@@ -3,7 +3,9 @@
 Both generators run greedy on the same model, the same prompts and the same batch size, side by side in one
 process; the ratio is drtk tokens/s over HF tokens/s (target >= 0.8). HF ``generate`` runs on the plain
 modules (the bridge's components taken out, :meth:`ChatModel.plain`), as drtk does when no hook is
-registered; drtk with a no-op hook registered (every step through the bridge) is timed beside them. GCG scoring is reported in
+registered; drtk with a no-op hook registered (every step through the bridge) is timed beside them, and so
+is direction ablation at every site, put on the Hugging Face modules (drtk's ``hook_scope``) and on the
+bridge's hook points (every step through the bridge). GCG scoring is reported in
 candidates/second for one prompt, and for a universal suffix over a group of prompts as the time of drtk's
 scoring (every prompt's start computed once, building those caches included) over scoring whole rows.
 
@@ -31,6 +33,7 @@ def main() -> None:
     from drtk.attacks._suffix import build_task, init_suffix, target_loss
     from drtk.data import standard_splits
     from drtk.generation import GenerationConfig, generate
+    from drtk.interventions import ablation_hooks, hook_scope
     from drtk.models import load_model
 
     model = load_model(args.model)
@@ -46,6 +49,16 @@ def main() -> None:
         with model.bridge.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: None)]):
             return run_drtk()
 
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+
+    def run_ablated() -> int:
+        with hook_scope(model, ablation_hooks(model, direction)):
+            return run_drtk()
+
+    def run_ablated_bridge() -> int:
+        with model.bridge.hooks(fwd_hooks=ablation_hooks(model, direction)):
+            return run_drtk()
+
     def run_hf() -> int:
         with torch.no_grad(), model.plain() as hf:
             out = hf.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
@@ -55,7 +68,9 @@ def main() -> None:
 
     run_drtk(), run_hf()  # warm-up
     res = {}
-    for name, fn in (("drtk", run_drtk), ("hf", run_hf), ("bridged", run_bridged)) * args.repeats:
+    runs = (("drtk", run_drtk), ("hf", run_hf), ("bridged", run_bridged), ("ablated", run_ablated),
+            ("ablated-bridge", run_ablated_bridge))
+    for name, fn in runs * args.repeats:
         t = time.perf_counter()
         n_tok = fn()
         res.setdefault(name, []).append(n_tok / (time.perf_counter() - t))
@@ -64,6 +79,10 @@ def main() -> None:
     print(f"drtk generate: {drtk_tps:.1f} tok/s | HF generate: {hf_tps:.1f} tok/s | ratio {drtk_tps / hf_tps:.2f} (target >= 0.8)")
     print(f"drtk generate through the bridge (a no-op hook registered): {bridged_tps:.1f} tok/s | "
           f"plain over bridged {drtk_tps / bridged_tps:.2f}")
+    ablated, ablated_bridge = max(res["ablated"]), max(res["ablated-bridge"])
+    print(f"drtk generate under direction ablation ({len(ablation_hooks(model, direction))} sites): edits on the HF "
+          f"modules {ablated:.1f} tok/s | on the hook points {ablated_bridge:.1f} tok/s | ratio "
+          f"{ablated / ablated_bridge:.2f}")
 
     gcg = GCG(candidates=args.candidates, batch_size=args.candidates)
     task = build_task(model, prompts[:1], gcg.target)

@@ -141,11 +141,12 @@ class AttackResult:
 def count_forwards(model: Any) -> Iterator[list[int]]:
     """Count forward calls through the model's first block (any entry point, ids or embeddings)."""
     counter = [0]
-    handle = model.bridge.blocks[0].register_forward_hook(lambda *a: counter.__setitem__(0, counter[0] + 1))
-    try:
+
+    def count(acts: Tensor, hook: Any) -> None:
+        counter[0] += 1
+
+    with model.hooks([("blocks.0.hook_resid_pre", count)]):  # on the HF block: passes stay plain
         yield counter
-    finally:
-        handle.remove()
 
 
 @dataclass(frozen=True, kw_only=True)

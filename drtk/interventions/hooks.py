@@ -41,7 +41,7 @@ def hook_scope(model: Any, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None
             f"unknown hook point(s) {unknown[:3]} for {model.model_id!r}; sites look like "
             f"'blocks.0.hook_resid_pre' with layers 0..{model.n_layers - 1}"
         )
-    with model.bridge.hooks(fwd_hooks=list(hooks)):
+    with model.hooks(hooks):
         yield
 
 

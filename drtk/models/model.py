@@ -34,12 +34,38 @@ class Batch:
         return self.input_ids.shape[0]
 
 
-def _any_hook(modules: Sequence[torch.nn.Module]) -> bool:
-    """Whether any of ``modules`` carries a hook, besides the capture hooks bridge blocks install on themselves."""
-    own = {h.id for m in modules for h in getattr(m, "_capture_hook_handles", ())}
+def _any_hook(modules: Sequence[torch.nn.Module], native: "set[int] | frozenset[int]" = frozenset()) -> bool:
+    """Whether any of ``modules`` carries a hook, besides the capture hooks bridge blocks install on themselves
+    and the ``native`` ones (handle ids of hooks on the Hugging Face modules, which fire with or without the
+    bridge)."""
+    own = {h.id for m in modules for h in getattr(m, "_capture_hook_handles", ())} | set(native)
     return any(key not in own for m in modules
                for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)
                for key in hooks)
+
+
+def _input_hook(fn: Any, point: Any) -> Any:
+    """A forward pre-hook (with kwargs) that passes a module's hidden-states input through ``fn``."""
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> "tuple[tuple, dict] | None":
+        if "hidden_states" in kwargs:
+            new = fn(kwargs["hidden_states"], point)
+            return None if new is None else (args, {**kwargs, "hidden_states": new})
+        new = fn(args[0], point)
+        return None if new is None else ((new, *args[1:]), kwargs)
+
+    return hook
+
+
+def _output_hook(fn: Any, point: Any) -> Any:
+    """A forward hook that passes a module's output (the first element of a tuple) through ``fn``."""
+    def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+        first = output[0] if isinstance(output, tuple) else output
+        new = fn(first, point)
+        if new is None:
+            return None
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    return hook
 
 
 class StopForward(Exception):
@@ -63,6 +89,7 @@ class ChatModel:
     chat: ChatFormat
     model_id: str
     _hook_names: frozenset = field(default_factory=frozenset, repr=False)
+    _native: set = field(default_factory=set, repr=False)  # handle ids of live hooks from `hooks()` on HF modules
 
     def __post_init__(self) -> None:
         if not self._hook_names:
@@ -112,8 +139,56 @@ class ChatModel:
 
     def hooked(self) -> bool:
         """Whether any hook is registered anywhere in the wrapped model (hook points, bridge components,
-        Hugging Face modules), besides the capture hooks the bridge's blocks install on themselves."""
+        Hugging Face modules, :meth:`hooks`), besides the capture hooks the bridge's blocks install on
+        themselves."""
         return _any_hook(list(self.hf.modules()))
+
+    def _native_target(self, name: str) -> "tuple[torch.nn.Module, bool] | None":
+        """The Hugging Face module whose input (True) or output (False) is the activation at hook point
+        ``name``, for a block's input and output and its attention and MLP outputs; None elsewhere."""
+        try:
+            site = Site.parse(name)
+            block = self.bridge.blocks[site.layer]
+            point, owner, is_input = {"resid_pre": (block.hook_in, block, True),
+                                      "resid_post": (block.hook_out, block, False),
+                                      "attn_out": (block.attn.hook_out, block.attn, False),
+                                      "mlp_out": (block.mlp.hook_out, block.mlp, False)}[site.point]
+        except (ValueError, KeyError, AttributeError, IndexError):
+            return None
+        module = getattr(owner, "original_component", None)
+        if self.bridge.hook_dict.get(name) is not point or not isinstance(module, torch.nn.Module):
+            return None
+        return module, is_input
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[str, Any]]) -> Iterator[None]:
+        """Forward hooks ``(hook_name, fn(activation, hook) -> activation or None)`` for the block.
+
+        When every name is a block's input or output or its attention or MLP output, the hooks go on the
+        wrapped Hugging Face modules themselves: they fire through the bridge and in :meth:`plain` alike
+        (the same tensors as the hook points, with gradients), so edited passes keep the plain modules'
+        speed. Any other name puts all of them on the bridge's hook points. Removed on exit, also on an
+        error.
+        """
+        targets = [self._native_target(name) for name, _ in fwd_hooks]
+        if not all(targets):
+            with self.bridge.hooks(fwd_hooks=list(fwd_hooks)):
+                yield
+            return
+        handles = []
+        try:
+            for (name, fn), (module, is_input) in zip(fwd_hooks, targets):
+                point = self.bridge.hook_dict[name]
+                if is_input:
+                    handles.append(module.register_forward_pre_hook(_input_hook(fn, point), with_kwargs=True))
+                else:
+                    handles.append(module.register_forward_hook(_output_hook(fn, point)))
+                self._native.add(handles[-1].id)
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+                self._native.discard(handle.id)
 
     @contextmanager
     def plain(self) -> Iterator[torch.nn.Module]:
@@ -129,7 +204,7 @@ class ChatModel:
         """
         hf = self.hf
         modules = list(hf.modules())  # one walk: the hook check and the swap list
-        if _any_hook(modules):
+        if _any_hook(modules, self._native):
             yield hf
             return
         swapped = [(parent, name, child) for parent in modules

@@ -286,9 +286,9 @@ class Trainer:
                 batch = collate(items, pad_id=self.model.tokenizer.pad_token_id,
                                 padding_side=self.padding_side).to(self.model.device)
                 store: dict[int, Tensor] = {}
-                with hook_scope(self.model, self._capture_hooks(store)), self._autocast():
-                    self.model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                  position_ids=batch.position_ids, use_cache=False, logits_to_keep=1)
+                with hook_scope(self.model, self._capture_hooks(store)), self._autocast(), self.model.plain() as hf:
+                    hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids, use_cache=False, logits_to_keep=1)
                 for b, e in enumerate(items):
                     out[e.ids] = self._row(store, batch.attention_mask.bool(), b).cpu()  # host memory: grows with the data
         finally:
@@ -427,7 +427,7 @@ class Trainer:
         first = max(int(learned[0]) if len(learned) else 1, 1)
         store: dict[int, Tensor] = {}
         capture = hook_scope(self.model, self._capture_hooks(store)) if self.retain_layers else nullcontext()
-        with self._autocast(), capture:
+        with self._autocast(), capture, self.model.plain():  # `self.net` holds `hf`: it runs what `plain` put in
             logits = self.net(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                               position_ids=batch.position_ids, use_cache=False,
                               logits_to_keep=batch.labels.shape[1] - first + 1).logits

@@ -13,8 +13,8 @@ def _direction(d, seed=3):
 
 
 def _n_hooks(model):
-    unique = {id(hp): hp for hp in model.bridge.hook_dict.values()}  # hook_dict lists aliases too
-    return sum(len(hp._forward_hooks) for hp in unique.values())
+    """Forward hooks anywhere in the model: on hook points or (edits of block sites) on the HF modules."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules())
 
 
 def test_ablation_changes_logits_and_is_removed(tiny):

@@ -90,3 +90,54 @@ def test_unhooked_passes_run_the_plain_modules_and_match_the_bridged_model(tiny)
     torch.testing.assert_close(plain_logits[mask], bridged_logits[mask], rtol=1e-5, atol=1e-5)
     assert torch.equal(plain_ids, bridged_ids)
     assert not tiny.hooked()
+
+
+def test_block_site_edits_run_on_the_plain_modules_and_match_the_hook_points(tiny):
+    """Hooks on a block's input and output and its attention and MLP outputs go on the Hugging Face modules:
+    inside them a pass runs without the bridge's components, with the logits, decoded tokens and gradients
+    of the same edit on the bridge's hook points (per-cell masks included); any other hook point puts
+    the whole scope on the bridge."""
+    from drtk.attacks.base import count_forwards
+    from drtk.generation import generate_ids
+    from drtk.interventions import ablation_hooks, hook_scope
+
+    direction = torch.randn(tiny.d_model, generator=torch.Generator().manual_seed(5)) * 3
+    batch = tiny.tokenize(PROMPTS)
+    cfg = GenerationConfig(max_new_tokens=8)
+
+    def mask_fn(site, acts):  # a fixed random half of the cells, different per site
+        g = torch.Generator().manual_seed(hash(site.hook_name) % 1000)
+        return (torch.rand(acts.shape[:2], generator=g) > 0.5).float()
+
+    def run(scope):
+        hooks = ablation_hooks(tiny, direction, mask_fn=mask_fn)
+        hooks.append(("blocks.2.hook_resid_post", lambda x, hook: x * 1.5))
+        with scope(hooks):
+            with tiny.plain() as hf:
+                wrappers = sum(1 for m in hf.modules() if m._modules.get("_original_component") is not None)
+            ids = generate_ids(tiny, batch.input_ids, batch.attention_mask, cfg)
+            tiny.hf.zero_grad()
+            logits = tiny.forward(batch)
+            logits[batch.attention_mask.bool()].logsumexp(-1).sum().backward()
+        grad = tiny.hf.get_input_embeddings().weight.grad.clone()
+        tiny.hf.zero_grad()
+        return wrappers, ids, logits.detach(), grad
+
+    native = run(lambda hooks: hook_scope(tiny, hooks))
+    bridged = run(lambda hooks: tiny.bridge.hooks(fwd_hooks=hooks))
+    assert native[0] == 0 and bridged[0] > 0
+    assert torch.equal(native[1], bridged[1])
+    mask = batch.attention_mask.bool()
+    torch.testing.assert_close(native[2][mask], bridged[2][mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(native[3], bridged[3], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(native[2][mask], tiny.forward(batch).detach()[mask])  # the edit did something
+    assert not tiny.hooked()
+
+    with count_forwards(tiny) as calls, tiny.plain() as hf:  # counting passes keeps them plain
+        assert not any(type(m).__name__ == "HookPoint" for m in hf.modules())
+        tiny.forward(batch)
+    assert calls[0] == 1
+    with hook_scope(tiny, [("hook_embed", lambda x, hook: x), ("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+        with tiny.plain() as hf:
+            assert any(type(m).__name__ == "HookPoint" for m in hf.modules())
+    assert not tiny.hooked()

@@ -278,7 +278,7 @@ def test_refused_benign_prompts_are_answered_again_under_ablation(model, monkeyp
     import drtk.training.data as data_mod
 
     def fake_generate(m, prompts, cfg):
-        ablated = bool(m.bridge.hook_dict and any(h.fwd_hooks for h in m.bridge.hook_dict.values()))
+        ablated = m.hooked()
         return [("Sure: " + p) if ablated else "I'm sorry, I can't." for p in prompts], [True] * len(prompts)
 
     monkeypatch.setattr(data_mod, "_generate", fake_generate)

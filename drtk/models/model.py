@@ -1,7 +1,7 @@
 """`ChatModel`: a TransformerLens 4 ``TransformerBridge`` plus what drtk needs around it."""
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -90,6 +90,7 @@ class ChatModel:
     model_id: str
     _hook_names: frozenset = field(default_factory=frozenset, repr=False)
     _native: set = field(default_factory=set, repr=False)  # handle ids of live hooks from `hooks()` on HF modules
+    _targets: dict = field(default_factory=dict, repr=False)  # hook name -> `_native_target`
 
     def __post_init__(self) -> None:
         if not self._hook_names:
@@ -143,9 +144,13 @@ class ChatModel:
         themselves."""
         return _any_hook(list(self.hf.modules()))
 
-    def _native_target(self, name: str) -> "tuple[torch.nn.Module, bool] | None":
-        """The Hugging Face module whose input (True) or output (False) is the activation at hook point
-        ``name``, for a block's input and output and its attention and MLP outputs; None elsewhere."""
+    def _native_target(self, name: str) -> "tuple[Any, torch.nn.Module, bool] | None":
+        """For a block's input or output or its attention or MLP output: the hook point, the Hugging Face
+        module whose input (True) or output (False) is the same activation, and which; None elsewhere.
+        Worked out once per name."""
+        if name in self._targets:
+            return self._targets[name]
+        found = None
         try:
             site = Site.parse(name)
             block = self.bridge.blocks[site.layer]
@@ -153,38 +158,42 @@ class ChatModel:
                                       "resid_post": (block.hook_out, block, False),
                                       "attn_out": (block.attn.hook_out, block.attn, False),
                                       "mlp_out": (block.mlp.hook_out, block.mlp, False)}[site.point]
+            module = getattr(owner, "original_component", None)
+            if self.bridge.hook_dict.get(name) is point and isinstance(module, torch.nn.Module):
+                found = (point, module, is_input)
         except (ValueError, KeyError, AttributeError, IndexError):
-            return None
-        module = getattr(owner, "original_component", None)
-        if self.bridge.hook_dict.get(name) is not point or not isinstance(module, torch.nn.Module):
-            return None
-        return module, is_input
+            pass
+        self._targets[name] = found
+        return found
 
     @contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, Any]]) -> Iterator[None]:
         """Forward hooks ``(hook_name, fn(activation, hook) -> activation or None)`` for the block.
 
-        When every name is a block's input or output or its attention or MLP output, the hooks go on the
-        wrapped Hugging Face modules themselves: they fire through the bridge and in :meth:`plain` alike
-        (the same tensors as the hook points, with gradients), so edited passes keep the plain modules'
-        speed. Any other name puts all of them on the bridge's hook points. Removed on exit, also on an
-        error.
+        A hook on a block's input or output or its attention or MLP output goes on the wrapped Hugging Face
+        module itself: it fires through the bridge and in :meth:`plain` alike (the same tensor as the hook
+        point, with gradients), so edited passes keep the plain modules' speed. Other names go on the
+        bridge's hook points. Hooks at one site fire in the order given, after those registered earlier
+        through this method; a block-input edit acts inside the block, so the bridge's own hook point
+        there (``run_with_cache`` included) sees the activation before it: read through this method.
+        Removed on exit, also on an error.
         """
-        targets = [self._native_target(name) for name, _ in fwd_hooks]
-        if not all(targets):
-            with self.bridge.hooks(fwd_hooks=list(fwd_hooks)):
-                yield
-            return
-        handles = []
+        native, bridged, handles = [], [], []
+        for name, fn in fwd_hooks:
+            target = self._native_target(name)
+            if target is None:
+                bridged.append((name, fn))
+            else:
+                native.append((fn, *target))
         try:
-            for (name, fn), (module, is_input) in zip(fwd_hooks, targets):
-                point = self.bridge.hook_dict[name]
+            for fn, point, module, is_input in native:
                 if is_input:
                     handles.append(module.register_forward_pre_hook(_input_hook(fn, point), with_kwargs=True))
                 else:
                     handles.append(module.register_forward_hook(_output_hook(fn, point)))
                 self._native.add(handles[-1].id)
-            yield
+            with self.bridge.hooks(fwd_hooks=bridged) if bridged else nullcontext():
+                yield
         finally:
             for handle in handles:
                 handle.remove()
@@ -263,9 +272,9 @@ class ChatModel:
         def stop(x: Tensor, hook: Any) -> Tensor:
             raise StopForward
 
-        with self.bridge.hooks(fwd_hooks=[*hooks, (last_hook, stop)]):
+        with self.hooks([*hooks, (last_hook, stop)]), self.plain() as hf:
             try:
-                self.hf.base_model(
+                hf.base_model(
                     input_ids=batch.input_ids,
                     attention_mask=batch.attention_mask,
                     position_ids=batch.position_ids,

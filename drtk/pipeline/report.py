@@ -109,7 +109,7 @@ def _depth_projection(model: Any, responses: list[tuple[str, str, str]], r: torc
             seen["x"] = x
             return x
 
-        with model.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", grab)]):
+        with model.hooks([(f"blocks.{layer}.hook_resid_pre", grab)]):
             model.last_logits(model.tokenize_texts([text]))
         proj = (seen["x"][0, start:] @ r.to(seen["x"])).cpu()
         row = torch.full((depth,), float("nan"))

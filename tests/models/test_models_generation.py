@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from drtk._types import Site
 from drtk.generation import GenerationConfig, generate
 from tests.conftest import PROMPTS
 
@@ -141,3 +142,30 @@ def test_block_site_edits_run_on_the_plain_modules_and_match_the_hook_points(tin
         with tiny.plain() as hf:
             assert any(type(m).__name__ == "HookPoint" for m in hf.modules())
     assert not tiny.hooked()
+
+
+def test_a_reader_registered_after_an_edit_at_the_same_site_sees_the_edited_activation(tiny):
+    """Block-input edits act inside the block: readers through `hook_scope` and `run_to` come after them
+    (the edit below removes the direction there, so what they read has no component along it)."""
+    from drtk.interventions import ablation, hook_scope, unit
+
+    direction = unit(torch.randn(tiny.d_model, generator=torch.Generator().manual_seed(6)))
+    batch = tiny.tokenize(PROMPTS)
+    mask = batch.attention_mask.bool()
+    seen = {}
+
+    def grab(name):
+        return lambda x, hook: seen.__setitem__(name, x.detach())
+
+    sites = [Site(1, "resid_pre"), Site(1, "attn_out")]
+    with ablation(tiny, direction, sites=sites):
+        with hook_scope(tiny, [("blocks.1.hook_resid_pre", grab("scoped"))]):
+            tiny.forward(batch)
+        tiny.run_to(batch, "blocks.1.hook_attn_out",
+                    [("blocks.1.hook_resid_pre", grab("pre")), ("blocks.1.hook_attn_out", grab("attn"))])
+    assert set(seen) == {"scoped", "pre", "attn"}
+    for x in seen.values():
+        assert (x[mask] @ direction).abs().max() < 1e-4
+    with hook_scope(tiny, [("blocks.1.hook_resid_pre", grab("unedited"))]):
+        tiny.forward(batch)
+    assert (seen["unedited"][mask] @ direction).abs().max() > 1e-2  # without the edit it is there

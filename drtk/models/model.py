@@ -44,9 +44,12 @@ def _any_hook(modules: Sequence[torch.nn.Module], native: "set[int] | frozenset[
                for key in hooks)
 
 
-def _input_hook(fn: Any, point: Any) -> Any:
-    """A forward pre-hook (with kwargs) that passes a module's hidden-states input through ``fn``."""
+def _input_hook(fn: Any, point: Any, active: Any) -> Any:
+    """A forward pre-hook (with kwargs) that passes a module's hidden-states input through ``fn`` while
+    ``active()``."""
     def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> "tuple[tuple, dict] | None":
+        if not active():
+            return None
         if "hidden_states" in kwargs:
             new = fn(kwargs["hidden_states"], point)
             return None if new is None else (args, {**kwargs, "hidden_states": new})
@@ -56,9 +59,12 @@ def _input_hook(fn: Any, point: Any) -> Any:
     return hook
 
 
-def _output_hook(fn: Any, point: Any) -> Any:
-    """A forward hook that passes a module's output (the first element of a tuple) through ``fn``."""
+def _output_hook(fn: Any, point: Any, active: Any) -> Any:
+    """A forward hook that passes a module's output (the first element of a tuple) through ``fn`` while
+    ``active()``."""
     def hook(module: torch.nn.Module, args: tuple, output: Any) -> Any:
+        if not active():
+            return None
         first = output[0] if isinstance(output, tuple) else output
         new = fn(first, point)
         if new is None:
@@ -91,6 +97,7 @@ class ChatModel:
     _hook_names: frozenset = field(default_factory=frozenset, repr=False)
     _native: set = field(default_factory=set, repr=False)  # handle ids of live hooks from `hooks()` on HF modules
     _targets: dict = field(default_factory=dict, repr=False)  # hook name -> `_native_target`
+    _plain_on: bool = field(default=False, repr=False)  # inside `plain()` with the bridge's components out
 
     def __post_init__(self) -> None:
         if not self._hook_names:
@@ -144,10 +151,10 @@ class ChatModel:
         themselves."""
         return _any_hook(list(self.hf.modules()))
 
-    def _native_target(self, name: str) -> "tuple[Any, torch.nn.Module, bool] | None":
-        """For a block's input or output or its attention or MLP output: the hook point, the Hugging Face
-        module whose input (True) or output (False) is the same activation, and which; None elsewhere.
-        Worked out once per name."""
+    def _native_target(self, name: str) -> "tuple[Any, torch.nn.Module, torch.nn.Module, bool] | None":
+        """For a block's input or output or its attention or MLP output: the hook point, the bridge
+        component and the Hugging Face module it wraps, whose input (True) or output (False) is that
+        activation, and which; None elsewhere. Worked out once per name."""
         if name in self._targets:
             return self._targets[name]
         found = None
@@ -160,7 +167,7 @@ class ChatModel:
                                       "mlp_out": (block.mlp.hook_out, block.mlp, False)}[site.point]
             module = getattr(owner, "original_component", None)
             if self.bridge.hook_dict.get(name) is point and isinstance(module, torch.nn.Module):
-                found = (point, module, is_input)
+                found = (point, owner, module, is_input)
         except (ValueError, KeyError, AttributeError, IndexError):
             pass
         self._targets[name] = found
@@ -170,13 +177,14 @@ class ChatModel:
     def hooks(self, fwd_hooks: Sequence[tuple[str, Any]]) -> Iterator[None]:
         """Forward hooks ``(hook_name, fn(activation, hook) -> activation or None)`` for the block.
 
-        A hook on a block's input or output or its attention or MLP output goes on the wrapped Hugging Face
-        module itself: it fires through the bridge and in :meth:`plain` alike (the same tensor as the hook
-        point, with gradients), so edited passes keep the plain modules' speed. Other names go on the
-        bridge's hook points. Hooks at one site fire in the order given, after those registered earlier
-        through this method; a block-input edit acts inside the block, so the bridge's own hook point
-        there (``run_with_cache`` included) sees the activation before it: read through this method.
-        Removed on exit, also on an error.
+        A hook on a block's input or output or its attention or MLP output is registered as a PyTorch hook
+        twice, each firing in one mode: on the wrapped Hugging Face module, inside :meth:`plain` with the
+        bridge's components taken out, and on the bridge's component otherwise (some components, such as
+        rotary attention, recompute rather than call the module they wrap). So edited passes keep the
+        plain modules' speed, and an edit holds whichever way the pass runs, with gradients. Other names go
+        on the bridge's hook points. Hooks at one site fire in the order given, after those registered
+        earlier through this method; the bridge's own hook points (``run_with_cache`` included) may see an
+        activation before such an edit: read through this method. Removed on exit, also on an error.
         """
         native, bridged, handles = [], [], []
         for name, fn in fwd_hooks:
@@ -185,13 +193,16 @@ class ChatModel:
                 bridged.append((name, fn))
             else:
                 native.append((fn, *target))
+        in_plain, in_bridge = (lambda: self._plain_on), (lambda: not self._plain_on)
         try:
-            for fn, point, module, is_input in native:
-                if is_input:
-                    handles.append(module.register_forward_pre_hook(_input_hook(fn, point), with_kwargs=True))
-                else:
-                    handles.append(module.register_forward_hook(_output_hook(fn, point)))
-                self._native.add(handles[-1].id)
+            for fn, point, owner, module, is_input in native:
+                for mod, active in ((module, in_plain), (owner, in_bridge)):
+                    if is_input:
+                        handle = mod.register_forward_pre_hook(_input_hook(fn, point, active), with_kwargs=True)
+                    else:
+                        handle = mod.register_forward_hook(_output_hook(fn, point, active))
+                    handles.append(handle)
+                    self._native.add(handle.id)
             with self.bridge.hooks(fwd_hooks=bridged) if bridged else nullcontext():
                 yield
         finally:
@@ -219,11 +230,14 @@ class ChatModel:
         swapped = [(parent, name, child) for parent in modules
                    for name, child in parent._modules.items()
                    if child is not None and child._modules.get("_original_component") is not None]
+        was_on = self._plain_on
         try:
             for parent, name, child in swapped:
                 parent._modules[name] = child._modules["_original_component"]
+            self._plain_on = True
             yield hf
         finally:
+            self._plain_on = was_on
             for parent, name, child in reversed(swapped):
                 parent._modules[name] = child
 

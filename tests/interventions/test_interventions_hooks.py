@@ -22,7 +22,7 @@ def test_ablation_changes_logits_and_is_removed(tiny):
     base = tiny.last_logits(batch)
     n0 = _n_hooks(tiny)
     with ablation(tiny, _direction(tiny.d_model)):
-        assert _n_hooks(tiny) == n0 + 3 * tiny.n_layers
+        assert _n_hooks(tiny) == n0 + 2 * 3 * tiny.n_layers  # each site: on the HF module and on its bridge component
         abl = tiny.last_logits(batch)
     assert _n_hooks(tiny) == n0
     assert not torch.allclose(base, abl)

@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -96,8 +98,8 @@ def test_unhooked_passes_run_the_plain_modules_and_match_the_bridged_model(tiny)
 def test_block_site_edits_run_on_the_plain_modules_and_match_the_hook_points(tiny):
     """Hooks on a block's input and output and its attention and MLP outputs go on the Hugging Face modules:
     inside them a pass runs without the bridge's components, with the logits, decoded tokens and gradients
-    of the same edit on the bridge's hook points (per-cell masks included); any other hook point puts
-    the whole scope on the bridge."""
+    of the same edit on the bridge's hook points (per-cell masks included), and so does a pass that another
+    hook point keeps on the bridge (whose rotary attention does not call the module it wraps)."""
     from drtk.attacks.base import count_forwards
     from drtk.generation import generate_ids
     from drtk.interventions import ablation_hooks, hook_scope
@@ -124,13 +126,20 @@ def test_block_site_edits_run_on_the_plain_modules_and_match_the_hook_points(tin
         tiny.hf.zero_grad()
         return wrappers, ids, logits.detach(), grad
 
+    @contextmanager
+    def mixed(hooks):  # a hook point elsewhere keeps the whole pass on the bridge: the edits must hold there too
+        with hook_scope(tiny, hooks), hook_scope(tiny, [("hook_embed", lambda x, hook: None)]):
+            yield
+
     native = run(lambda hooks: hook_scope(tiny, hooks))
     bridged = run(lambda hooks: tiny.bridge.hooks(fwd_hooks=hooks))
-    assert native[0] == 0 and bridged[0] > 0
-    assert torch.equal(native[1], bridged[1])
+    both = run(mixed)
+    assert native[0] == 0 and bridged[0] > 0 and both[0] > 0
     mask = batch.attention_mask.bool()
-    torch.testing.assert_close(native[2][mask], bridged[2][mask], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(native[3], bridged[3], rtol=1e-5, atol=1e-5)
+    for other in (bridged, both):
+        assert torch.equal(native[1], other[1])
+        torch.testing.assert_close(native[2][mask], other[2][mask], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(native[3], other[3], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(native[2][mask], tiny.forward(batch).detach()[mask])  # the edit did something
     assert not tiny.hooked()
 

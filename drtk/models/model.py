@@ -36,8 +36,8 @@ class Batch:
 
 def _any_hook(modules: Sequence[torch.nn.Module], native: "set[int] | frozenset[int]" = frozenset()) -> bool:
     """Whether any of ``modules`` carries a hook, besides the capture hooks bridge blocks install on themselves
-    and the ``native`` ones (handle ids of hooks on the Hugging Face modules, which fire with or without the
-    bridge)."""
+    and the ``native`` ones (handle ids of :meth:`ChatModel.hooks`' PyTorch hooks, which hold with or
+    without the bridge)."""
     own = {h.id for m in modules for h in getattr(m, "_capture_hook_handles", ())} | set(native)
     return any(key not in own for m in modules
                for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)
@@ -95,7 +95,7 @@ class ChatModel:
     chat: ChatFormat
     model_id: str
     _hook_names: frozenset = field(default_factory=frozenset, repr=False)
-    _native: set = field(default_factory=set, repr=False)  # handle ids of live hooks from `hooks()` on HF modules
+    _native: set = field(default_factory=set, repr=False)  # handle ids of the live PyTorch hooks `hooks()` put in
     _targets: dict = field(default_factory=dict, repr=False)  # hook name -> `_native_target`
     _plain_on: bool = field(default=False, repr=False)  # inside `plain()` with the bridge's components out
 

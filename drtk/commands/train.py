@@ -90,6 +90,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retain-projection", type=float, default=None,
                    help="hold benign examples' projection on the starting direction to at most the starting model's, "
                         "with this weight (default 0)")
+    p.add_argument("--benign-induce", type=float, default=None,
+                   help="share of benign rows trained with the refusal direction added at its layer (default 0)")
+    p.add_argument("--benign-induce-coeff", type=float, default=None,
+                   help="the added vector in units of the direction's length (default 1)")
+    p.add_argument("--benign-induce-region", choices=("all", "prompt"), default=None,
+                   help="add it over all tokens of those rows, or over the prompt only (default all)")
     p.add_argument("--refusal-text", default=None,
                    help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,
@@ -127,6 +133,8 @@ def _config(args: argparse.Namespace) -> Any:
                       ("delta_scale_fraction", "delta_scale_fraction"),
                       ("retain_weight", "retain_weight"), ("retain_layers", "retain_layers"),
                       ("retain_projection", "retain_projection"),
+                      ("benign_induce", "benign_induce"), ("benign_induce_coeff", "benign_induce_coeff"),
+                      ("benign_induce_region", "benign_induce_region"),
                       ("train_from_layer", "train_from_layer")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)

@@ -93,7 +93,8 @@ SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--loss-reduction", "mean", "--be
 # Both defences: full fine-tuning from the aligned model with equal group weights and every borderline prompt
 # twice over; each method keeps its own schedule (deeprefusal: the paper's p = 0.5 on response tokens and on the
 # template's post-instruction tokens before them, where the refusal is decided and the direction read; adaptive:
-# prompt and response tokens, fresh and per-layer directions, attacker steps).
+# prompt and response tokens, fresh and per-layer directions, attacker steps, and half the benign rows answered
+# with half the direction added to their prompt tokens).
 DEFENCE = ["--full", "--lr", "3e-5", "--benign-weight", "0.5", "--harmful-weight", "0.5", "--borderline-repeat", "2"]
 DEFENCE_SCHEDULE = {"deeprefusal": ["--region-lead", "post"]}
 
@@ -101,6 +102,14 @@ DEFENCE_SCHEDULE = {"deeprefusal": ["--region-lead", "post"]}
 def _recipe(method: str) -> list[str]:
     """The training flags of a demo stage."""
     return SURFACE_ALIGNMENT if method == "refusal" else DEFENCE + DEFENCE_SCHEDULE.get(method, [])
+
+
+def _train_key(common: dict[str, Any], method: str) -> dict[str, Any]:
+    """A training stage's cache key: its flags and the method's defaults, so a drtk whose defaults for the
+    method changed trains the stage again instead of reusing a model trained by another recipe."""
+    from drtk.training import TrainConfig
+
+    return {**common, "recipe": _recipe(method), "defaults": TrainConfig.for_method(method).to_dict()}
 
 
 def _cli(args: list[str], *, static_figures: bool = True) -> None:
@@ -135,8 +144,7 @@ def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", siz
     common = {"model": model, "size": asdict(sz)}
 
     runner.run("baseline", lambda d: _eval(d, model, sz, dev, attacks="none", extra=[]), config=common)
-    runner.run("aligned", lambda d: _train(d, model, "refusal", sz, dev, []),
-               config={**common, "recipe": _recipe("refusal")})
+    runner.run("aligned", lambda d: _train(d, model, "refusal", sz, dev, []), config=_train_key(common, "refusal"))
     aligned = str(out / "aligned" / "model")
     runner.run("direction", lambda d: _directions(d, aligned, sz, dev), config=common, after=["aligned"])
     direction = str(out / "direction")
@@ -148,7 +156,7 @@ def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", siz
         # both defences start from the aligned model's own answers: generated once, then reused
         runner.run(method, lambda d, m=method: _train(d, aligned, m, sz, dev, [
             "--direction", direction, "--generations", str(out / "aligned-generations.jsonl")]),
-                   config={**common, "recipe": _recipe(method)}, after=["direction"])
+                   config=_train_key(common, method), after=["direction"])
         runner.run(f"attack-{method}", lambda d, m=method: _eval(
             d, str(out / m / "model"), sz, dev, attacks=_battery(sz, defended=True, source=source),
             extra=["--direction", direction, "--reference", aligned, *answers]), config=common, after=[method])

@@ -76,6 +76,19 @@ class TrainConfig:
             the harmful-harmless gap), so a benign prompt's projection may fall but not rise above the starting
             model's. Defences trained to refuse with the direction ablated raise it on benign prompts, and the
             rise tracks their over-refusal.
+        benign_induce: the share of benign rows (0: off) that, in each forward pass, get the refusal direction
+            *added* at the direction's layer over all their tokens (activation addition, the edit that makes an
+            aligned model refuse a harmless prompt) while still being trained on their helpful answer; those
+            rows are not ablated in that pass. Ablation teaches a defence to refuse harmful prompts without
+            the direction; this teaches it to answer benign ones with it, so the refuse-or-answer decision
+            must rest on what the prompt asks rather than on the direction's value, where benign prompts
+            that the starting model already represents near the harmful side (its near-misses) sit.
+            Ablating methods only; the direction must come with its layer (a drtk Direction).
+        benign_induce_region: where on those rows: ``all`` tokens, or the ``prompt`` only (up to and including
+            the chat template's post-instruction tokens, where the refuse-or-answer decision is read), leaving
+            the response as it is -- where recovery examples must still read a harmful turn.
+        benign_induce_coeff: the added vector is this times the starting direction's length (a difference in
+            means: the harmful-harmless gap), along the current direction.
         schedule: the ablation schedule (``deeprefusal`` only).
         direction_refresh_every: re-extract the direction on the training model every N steps (EMA with
             ``direction_ema``); None keeps the direction fixed (the paper: refresh was unstable).
@@ -126,6 +139,9 @@ class TrainConfig:
     retain_weight: float = 0.0
     retain_layers: "tuple[int, ...] | None" = None
     retain_projection: float = 0.0
+    benign_induce: float = 0.0
+    benign_induce_coeff: float = 1.0
+    benign_induce_region: str = "all"
     schedule: "AblationSchedule | None" = None
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
@@ -181,6 +197,14 @@ class TrainConfig:
                 raise bad(name, f"must be >= 0 (0: off), got {getattr(self, name)}")
         if self.retain_layers is not None and (not self.retain_layers or min(self.retain_layers) < 0):
             raise bad("retain_layers", f"must be block indices >= 0 or None (four spread layers), got {self.retain_layers}")
+        if not 0 <= self.benign_induce <= 1:
+            raise bad("benign_induce", f"must be in [0, 1] (0: off), got {self.benign_induce}")
+        if self.benign_induce and self.method not in ABLATING:
+            raise bad("benign_induce", f"needs a direction: method 'deeprefusal' or 'adaptive', got {self.method!r}")
+        if self.benign_induce_region not in ("all", "prompt"):
+            raise bad("benign_induce_region", f"must be 'all' or 'prompt', got {self.benign_induce_region!r}")
+        if not self.benign_induce_coeff > 0:
+            raise bad("benign_induce_coeff", f"must be > 0, got {self.benign_induce_coeff}")
         if self.method in ABLATING and self.schedule is None:
             raise bad("schedule", f"is required for method={self.method!r} (e.g. AblationSchedule.paper(0.5))")
         if self.method not in ABLATING and self.schedule is not None:
@@ -226,12 +250,17 @@ class TrainConfig:
         if method == "adaptive":
             # The paper's probabilistic ablation on half the steps, full ablation (what an attacker does
             # at inference) on the other half, over every position; the direction tracks the model being
-            # trained, with per-layer directions on half the steps; recovery prefixes from 5 to 40 tokens.
+            # trained, with per-layer directions on half the steps; recovery prefixes from 5 to 40 tokens;
+            # half the benign rows answer with half the direction's length added to their prompt tokens
+            # (benign_induce: halfway toward the harmful prompts, where the starting model's near-misses sit).
             overrides.setdefault("schedule", replace(AblationSchedule.paper(0.5), mode="gated", attack_fraction=0.5,
                                                      region="all"))
             overrides.setdefault("direction_refresh_every", 4)
             overrides.setdefault("direction_ema", 0.5)
             overrides.setdefault("direction_per_layer_fraction", 0.5)
+            overrides.setdefault("benign_induce", 0.5)
+            overrides.setdefault("benign_induce_coeff", 0.5)
+            overrides.setdefault("benign_induce_region", "prompt")
             if data.recovery_tokens == DataConfig().recovery_tokens:
                 data = replace(data, recovery_tokens=(5, 40))
         return cls(method=method, data=data, **overrides)

@@ -188,6 +188,7 @@ class Trainer:
             self.encoded = [with_contrast(e, refusals, depth=config.refusal_contrast_depth) if e.group == benign else e
                             for e in self.encoded]
         self.projection = self._projection_axis(direction)
+        self.induce = self._induce_axis(direction)
         self.retain_layers, self._held = self._retain_layers()
         self.reference = self._reference_activations()
         self.peft_model = self._setup_params()
@@ -254,6 +255,45 @@ class Trainer:
                               f"Direction), got shape {tuple(start.shape)} at layer {layer}")
         raw = getattr(direction, "vector", direction)  # a Direction or FixedDirection keeps its length
         return layer - 1, unit(start.float()).to(self.model.device), float(raw.float().norm())
+
+    def _induce_axis(self, direction: Any) -> "tuple[int, float] | None":
+        """With ``benign_induce``: (the direction's layer, the length of the vector added there)."""
+        cfg = self.config
+        if not cfg.benign_induce:
+            return None
+        layer = self.provider.layer if self.provider is not None else None
+        if layer is None:
+            raise ConfigError("TrainConfig.benign_induce needs a direction read at a known layer (a drtk Direction), "
+                              "to add it where it was read")
+        self.model.check_site(Site(layer, "resid_pre"))
+        raw = getattr(direction, "vector", direction)
+        raw = raw[layer] if raw.ndim == 2 else raw.reshape(-1, raw.shape[-1])[0] if raw.ndim == 3 else raw
+        return layer, cfg.benign_induce_coeff * float(raw.float().norm())
+
+    def _induced_rows(self, batch: Any, step: int, chunk: int) -> Tensor:
+        """The benign rows of this micro-batch that get the direction added: each with probability
+        ``benign_induce``, drawn from (seed, step, micro-batch, process) alone, so a resumed run draws
+        the same rows."""
+        g = torch.Generator().manual_seed(((self.config.seed * 1_000_003 + step) * 1009 + chunk) * 31 + self.rank)
+        draw = torch.rand(batch.group.shape[0], generator=g) < self.config.benign_induce
+        return (batch.group.cpu() == GROUPS.index("benign")) & draw
+
+    def _induce_hooks(self, direction: Tensor, rows: Tensor, batch: Any) -> list[tuple[str, Any]]:
+        """Activation addition at the direction's layer over the real tokens of ``rows`` (all of them, or
+        those before the response with ``benign_induce_region="prompt"``)."""
+        layer, length = self.induce
+        vec = direction[layer] if direction.ndim == 2 else direction.reshape(-1, direction.shape[-1])[0]
+        mask = batch.attention_mask
+        add = unit(vec.float()).to(mask.device) * length
+        where = rows.to(mask.device)[:, None] & mask.bool()
+        if self.config.benign_induce_region == "prompt":
+            where = where & (torch.arange(mask.shape[1], device=mask.device)[None, :] < batch.response_start[:, None])
+        weight = where.float()[..., None]
+
+        def hook(acts: Tensor, hook: Any) -> Tensor:
+            return acts + (weight * add).to(acts.dtype)
+
+        return [(Site(layer, "resid_pre").hook_name, hook)]
 
     def _capture_hooks(self, store: dict[int, Tensor]) -> list[tuple[str, Any]]:
         """Hooks that keep the output of each retained block in ``store`` (the activation is not edited)."""
@@ -483,7 +523,7 @@ class Trainer:
         mine = idx[self.rank * share : (self.rank + 1) * share]
         chunks = [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
         stats = torch.zeros(2, 2, device=self.model.device)
-        tally = torch.zeros(4, device=self.model.device)  # ablated cells, region cells, summed retain terms
+        tally = torch.zeros(5, device=self.model.device)  # ablated cells, region cells, summed retain terms, induced rows
         direction = self.provider.current() if self.provider else None
         lam = self.delta_scale(step)
         self.model.hf.train()
@@ -492,16 +532,22 @@ class Trainer:
                 batch = collate([self.encoded[i] for i in chunk], pad_id=self.model.tokenizer.pad_token_id,
                                 padding_side=self.padding_side).to(self.model.device)
                 hooks = []
+                induced = self._induced_rows(batch, step, j) if self.induce is not None else None
                 if self.sampler is not None:
                     masks = self.sampler.sample(batch.attention_mask, batch.response_start)
+                    if induced is not None:
+                        masks.weights[:, induced.to(masks.weights.device)] = 0  # an induced row is not ablated
                     tally[:2] += torch.stack([masks.weights.sum(), masks.region.sum() * len(masks.sites)]).float()
                     hooks = ablation_hooks(self.model, direction, sites=masks.active_sites(), mask_fn=self.sampler.mask_fn)
+                if induced is not None and induced.any():
+                    hooks += self._induce_hooks(direction, induced, batch)
+                    tally[4] += induced.sum()
                 sync = nullcontext() if (j == len(chunks) - 1 or self.world == 1) else acc.no_sync(self.net)
                 with sync, hook_scope(self.model, hooks):  # hooks stay on through backward()
                     loss, s, retain = self._micro_loss(batch, norm)
                     acc.backward(loss)
                 stats += s
-                tally[2:] += retain
+                tally[2:4] += retain
         if self.world > 1:
             stats, tally = acc.reduce(stats, reduction="sum"), acc.reduce(tally, reduction="sum")
         group_mean = stats[0] / stats[1].clamp(min=1)
@@ -530,7 +576,8 @@ class Trainer:
             "loss_harmful": float(group_mean[1]) if stats[1, 1] > 0 else float("nan"),
             "lr": lr, "ablation_rate": rate, "grad_norm": grad_norm, "delta_scale": lam,
             **{name: float(tally[i] / stats[1, 0]) for i, name, on in ((2, "retain", cfg.retain_weight),
-                                                                     (3, "retain_projection", cfg.retain_projection))
+                                                                     (3, "retain_projection", cfg.retain_projection),
+                                                                     (4, "benign_induced", cfg.benign_induce))
                if on and stats[1, 0] > 0},
             "step_time": time.perf_counter() - t0,
         }

@@ -23,7 +23,9 @@ def test_adaptive_defaults():
     cfg = TrainConfig.for_method("adaptive")
     assert cfg.schedule.attack_fraction == 0.5 and cfg.direction_refresh_every is not None
     assert cfg.direction_per_layer_fraction > 0 and cfg.data.recovery and cfg.data.recovery_tokens == (5, 40)
+    assert (cfg.benign_induce, cfg.benign_induce_coeff, cfg.benign_induce_region) == (0.5, 0.5, "prompt")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig.for_method("adaptive", benign_induce=0.0).benign_induce == 0  # off by an override
 
 
 def test_per_layer_fraction_needs_refresh():

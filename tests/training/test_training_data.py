@@ -335,6 +335,10 @@ def test_train_flags_reach_the_config(tmp_path):
     dr = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--clean-fraction", "0.25",
                                             "--out", str(tmp_path)])).schedule
     assert (dr.mode, dr.p_site, dr.p_token, dr.clean_fraction) == ("gated", 0.5, 0.5, 0.25)  # the paper's p, clean rows
+    induce = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--benign-induce",
+                                                "0.5", "--benign-induce-coeff", "0.75", "--benign-induce-region", "prompt",
+                                                "--out", str(tmp_path)]))
+    assert (induce.benign_induce, induce.benign_induce_coeff, induce.benign_induce_region) == (0.5, 0.75, "prompt")
     lead = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--region-lead",
                                               "post", "--out", str(tmp_path)])).schedule
     assert (lead.mode, lead.region_lead) == ("paper", "post")

@@ -443,3 +443,74 @@ def test_retain_projection_holds_the_rise_of_benign_projections_on_the_direction
         Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(retain_projection=1.0), direction=_direction())  # no layer
     with pytest.raises(ConfigError, match="retain_projection"):
         Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal", retain_projection=1.0))
+
+
+def test_benign_induce_adds_the_direction_to_benign_rows_only_and_spares_them_ablation(tmp_path):
+    from drtk.training.data import collate
+    from tests.training.test_training_adaptive import _direction as layer_direction
+
+    model = load_model("drtk-tiny-chat")
+    d = layer_direction(model)
+    sched = AblationSchedule(p_site=1.0, p_token=1.0)
+    trainer = Trainer(model, _data(), _cfg(benign_induce=0.5, benign_induce_coeff=2.0, schedule=sched), direction=d)
+    layer, length = trainer.induce
+    assert layer == d.layer and length == pytest.approx(2.0 * float(d.vector.norm()))
+    batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id, padding_side="left")
+    draws = [trainer._induced_rows(batch, step, 0) for step in range(40)]
+    assert all(not (rows & (batch.group == 1)).any() for rows in draws)  # harmful rows never
+    assert torch.equal(draws[3], trainer._induced_rows(batch, 3, 0))  # a pure function of the step: resumable
+    assert 0.3 < torch.stack(draws).float().sum() / (40 * int((batch.group == 0).sum())) < 0.7
+
+    rows = batch.group == 0
+    seen = {}
+
+    def capture(acts, hook):
+        seen["acts"] = acts.detach().clone()
+        return acts
+
+    name = Site(layer, "resid_pre").hook_name
+    with torch.no_grad():
+        with hook_scope(model, [(name, capture)]):
+            model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+        clean = seen["acts"]
+        edits = {}
+        for region in ("all", "prompt"):
+            trainer.config = _cfg(benign_induce=0.5, benign_induce_coeff=2.0, benign_induce_region=region)
+            with hook_scope(model, trainer._induce_hooks(d.vector, rows, batch) + [(name, capture)]):
+                model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+            edits[region] = seen["acts"] - clean
+    want = 2.0 * d.vector / d.vector.norm() * d.vector.norm()
+    prompt = torch.arange(batch.input_ids.shape[1])[None, :] < batch.response_start[:, None]
+    for region, diff in edits.items():
+        edited = rows[:, None] & batch.attention_mask.bool() & (prompt if region == "prompt" else True)
+        torch.testing.assert_close(diff[edited], want.expand(int(edited.sum()), -1), rtol=1e-4, atol=1e-4)
+        assert diff[~edited].abs().max() == 0
+    assert (rows[:, None] & batch.attention_mask.bool() & ~prompt).any()  # the prompt region leaves response tokens
+
+    every = Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(benign_induce=1.0, schedule=sched, steps=2), direction=d)
+    h = every.train().history
+    assert (h["benign_induced"] == 1.0).all()
+    assert (0 < h["ablation_rate"]).all() and (h["ablation_rate"] < 1).all()  # benign rows of the region not ablated
+
+    def run(folder, kill=None):
+        m = load_model("drtk-tiny-chat")
+        t = Trainer(m, _data(), _cfg(benign_induce=0.5), direction=d, checkpoint_dir=tmp_path / folder,
+                    callbacks=[Kill(at=kill)] if kill is not None else [])
+        return m, t
+
+    full, t = run("a")
+    t.train()
+    killed, t = run("b", kill=2)
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    resumed, t = run("b")
+    t.train(resume=True)
+    want_w, got_w = _trainable(full), _trainable(resumed)
+    assert all(torch.equal(want_w[k], got_w[k]) for k in want_w)
+
+    with pytest.raises(ConfigError, match="benign_induce"):
+        Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(benign_induce=0.5), direction=_direction())  # no layer
+    for bad in ({"benign_induce": 1.5}, {"benign_induce": 0.5, "method": "refusal"}, {"benign_induce_coeff": 0.0},
+                {"benign_induce_region": "response"}):
+        with pytest.raises(ConfigError, match="benign_induce"):
+            _cfg(bad.pop("method", "deeprefusal"), **bad)

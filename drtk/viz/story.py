@@ -12,12 +12,15 @@ from drtk.evaluation.compare import config_name
 from drtk.evaluation.stats import pooled_over_refusal
 
 _COLORS = {"baseline": "#7f7f7f", "aligned": "#d62728", "deeprefusal": "#1f77b4", "adaptive": "#2ca02c"}
+# every other configuration, by its place in the figure: none of the above, so up to 16 configurations (the
+# fixed ones included) are told apart
+_PALETTE = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#000000", "#aec7e8", "#ffbb78",
+            "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5"]
 
 
 def _color(name: str, i: int) -> str:
     """The demo's models keep their colours; repeats (``adaptive#seed1``) take their configuration's."""
-    palette = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-    return _COLORS.get(config_name(name), palette[i % len(palette)])
+    return _COLORS.get(config_name(name), _PALETTE[i % len(_PALETTE)])
 
 
 def asr_before_after(results: Mapping[str, Mapping[str, Any]], *, title: str = "") -> go.Figure:

@@ -54,3 +54,12 @@ def test_asr_before_after_draws_coherent_share_over_each_models_bar():
     names = [(t.name, t.y[0], t.offsetgroup) for t in fig.data]
     assert names == [("aligned", 1.0, "0"), ("aligned, coherent", 0.25, "0"), ("plain", 0.5, "1")]
     assert fig.data[0].opacity < 1 and fig.data[2].opacity == 1 and "coherent" in fig.layout.title.text
+
+
+def test_configurations_keep_distinct_colours_beside_the_demos_models():
+    from drtk.viz.story import _color
+
+    names = ["deeprefusal", "adaptive", "adaptive#1"] + [f"option {i}" for i in range(13)]
+    colours = [_color(name, i) for i, name in enumerate(names)]
+    assert colours[1] == colours[2]  # a repeat takes its configuration's colour
+    assert len(set(colours)) == len(names) - 1

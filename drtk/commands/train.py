@@ -91,11 +91,11 @@ def register(subparsers: Any) -> None:
                    help="hold benign examples' projection on the starting direction to at most the starting model's, "
                         "with this weight (default 0)")
     p.add_argument("--benign-induce", type=float, default=None,
-                   help="share of benign rows trained with the refusal direction added at its layer (default 0)")
+                   help="share of benign rows trained with the refusal direction added at its layer (default 0; adaptive 0.5)")
     p.add_argument("--benign-induce-coeff", type=float, default=None,
-                   help="the added vector in units of the direction's length (default 1)")
+                   help="the added vector in units of the direction's length (default 1; adaptive 0.5)")
     p.add_argument("--benign-induce-region", choices=("all", "prompt"), default=None,
-                   help="add it over all tokens of those rows, or over the prompt only (default all)")
+                   help="add it over all tokens of those rows, or over the prompt only (default all; adaptive prompt)")
     p.add_argument("--refusal-text", default=None,
                    help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,

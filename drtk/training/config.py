@@ -77,7 +77,7 @@ class TrainConfig:
             model's. Defences trained to refuse with the direction ablated raise it on benign prompts, and the
             rise tracks their over-refusal.
         benign_induce: the share of benign rows (0: off) that, in each forward pass, get the refusal direction
-            *added* at the direction's layer over all their tokens (activation addition, the edit that makes an
+            *added* at the direction's layer over their tokens (``benign_induce_region``; activation addition, the edit that makes an
             aligned model refuse a harmless prompt) while still being trained on their helpful answer; those
             rows are not ablated in that pass. Ablation teaches a defence to refuse harmful prompts without
             the direction; this teaches it to answer benign ones with it, so the refuse-or-answer decision

@@ -264,10 +264,9 @@ class Trainer:
         layer = self.provider.layer if self.provider is not None else None
         if layer is None:
             raise ConfigError("TrainConfig.benign_induce needs a direction read at a known layer (a drtk Direction), "
-                              "to add it where it was read")
+                              "to add it where it was read; pass one, or set benign_induce=0")
         self.model.check_site(Site(layer, "resid_pre"))
-        raw = getattr(direction, "vector", direction)
-        raw = raw[layer] if raw.ndim == 2 else raw.reshape(-1, raw.shape[-1])[0] if raw.ndim == 3 else raw
+        raw = _at_layer(getattr(direction, "vector", direction), layer)
         return layer, cfg.benign_induce_coeff * float(raw.float().norm())
 
     def _induced_rows(self, batch: Any, step: int, chunk: int) -> Tensor:
@@ -282,9 +281,8 @@ class Trainer:
         """Activation addition at the direction's layer over the real tokens of ``rows`` (all of them, or
         those before the response with ``benign_induce_region="prompt"``)."""
         layer, length = self.induce
-        vec = direction[layer] if direction.ndim == 2 else direction.reshape(-1, direction.shape[-1])[0]
         mask = batch.attention_mask
-        add = unit(vec.float()).to(mask.device) * length
+        add = unit(_at_layer(direction, layer).float()).to(mask.device) * length
         where = rows.to(mask.device)[:, None] & mask.bool()
         if self.config.benign_induce_region == "prompt":
             where = where & (torch.arange(mask.shape[1], device=mask.device)[None, :] < batch.response_start[:, None])
@@ -703,6 +701,15 @@ class Trainer:
         self.step = int(meta["step"])
         self.rows = list(meta["history"])
         logger.info("resumed from %s at step %d", path, self.step)
+
+
+def _at_layer(direction: Tensor, layer: int) -> Tensor:
+    """The one vector of a direction of any accepted shape that applies at ``layer`` (a subspace's first)."""
+    if direction.ndim == 1:
+        return direction
+    if direction.ndim == 2:
+        return direction[layer]
+    return direction[layer if direction.shape[0] > 1 else 0, 0]
 
 
 def train(model: Any, dataset: TrainingSet, config: TrainConfig, **kwargs: Any) -> TrainResult:

@@ -508,6 +508,11 @@ def test_benign_induce_adds_the_direction_to_benign_rows_only_and_spares_them_ab
     want_w, got_w = _trainable(full), _trainable(resumed)
     assert all(torch.equal(want_w[k], got_w[k]) for k in want_w)
 
+    from drtk.training.loop import _at_layer
+
+    v = torch.arange(3 * 2 * 4.0).reshape(3, 2, 4)
+    for shaped, want in ((v[0, 0], v[0, 0]), (v[:, 0], v[1, 0]), (v, v[1, 0]), (v[:1], v[0, 0])):
+        assert torch.equal(_at_layer(shaped, 1), want)  # the vector that applies at layer 1 (a subspace's first)
     with pytest.raises(ConfigError, match="benign_induce"):
         Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(benign_induce=0.5), direction=_direction())  # no layer
     for bad in ({"benign_induce": 1.5}, {"benign_induce": 0.5, "method": "refusal"}, {"benign_induce_coeff": 0.0},

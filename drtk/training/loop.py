@@ -38,8 +38,8 @@ from torch import Tensor
 
 from drtk._types import Site
 from drtk.errors import ConfigError, TrainingError
-from drtk.interventions import ablation_hooks, hook_scope, unit
-from drtk.schedules import ScheduleSampler
+from drtk.interventions import ablation_hooks, hook_scope, layer_bases, unit
+from drtk.schedules import ScheduleSampler, region_and_depth
 from drtk.training.config import ABLATING, TrainConfig
 from drtk.training.data import GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids, with_contrast
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
@@ -266,8 +266,12 @@ class Trainer:
             raise ConfigError("TrainConfig.benign_induce needs a direction read at a known layer (a drtk Direction), "
                               "to add it where it was read; pass one, or set benign_induce=0")
         self.model.check_site(Site(layer, "resid_pre"))
-        raw = _at_layer(getattr(direction, "vector", direction), layer)
+        raw = self._at_layer(getattr(direction, "vector", direction), layer)
         return layer, cfg.benign_induce_coeff * float(raw.float().norm())
+
+    def _at_layer(self, direction: Tensor, layer: int) -> Tensor:
+        """The vector of a direction of any accepted shape that applies at ``layer`` (a subspace's first)."""
+        return layer_bases(direction, self.model.n_layers, self.model.d_model)[layer, 0]
 
     def _induced_rows(self, batch: Any, step: int, chunk: int) -> Tensor:
         """The benign rows of this micro-batch that get the direction added: each with probability
@@ -282,11 +286,9 @@ class Trainer:
         those before the response with ``benign_induce_region="prompt"``)."""
         layer, length = self.induce
         mask = batch.attention_mask
-        add = unit(_at_layer(direction, layer).float()).to(mask.device) * length
-        where = rows.to(mask.device)[:, None] & mask.bool()
-        if self.config.benign_induce_region == "prompt":
-            where = where & (torch.arange(mask.shape[1], device=mask.device)[None, :] < batch.response_start[:, None])
-        weight = where.float()[..., None]
+        add = unit(self._at_layer(direction, layer).float()).to(mask.device) * length
+        region, _ = region_and_depth(mask, batch.response_start, self.config.benign_induce_region)
+        weight = (rows.to(mask.device)[:, None] & region).float()[..., None]
 
         def hook(acts: Tensor, hook: Any) -> Tensor:
             return acts + (weight * add).to(acts.dtype)
@@ -701,15 +703,6 @@ class Trainer:
         self.step = int(meta["step"])
         self.rows = list(meta["history"])
         logger.info("resumed from %s at step %d", path, self.step)
-
-
-def _at_layer(direction: Tensor, layer: int) -> Tensor:
-    """The one vector of a direction of any accepted shape that applies at ``layer`` (a subspace's first)."""
-    if direction.ndim == 1:
-        return direction
-    if direction.ndim == 2:
-        return direction[layer]
-    return direction[layer if direction.shape[0] > 1 else 0, 0]
 
 
 def train(model: Any, dataset: TrainingSet, config: TrainConfig, **kwargs: Any) -> TrainResult:

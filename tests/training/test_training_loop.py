@@ -479,7 +479,7 @@ def test_benign_induce_adds_the_direction_to_benign_rows_only_and_spares_them_ab
             with hook_scope(model, trainer._induce_hooks(d.vector, rows, batch) + [(name, capture)]):
                 model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
             edits[region] = seen["acts"] - clean
-    want = 2.0 * d.vector / d.vector.norm() * d.vector.norm()
+    want = 2.0 * d.vector  # coeff 2 times the direction's length, along it
     prompt = torch.arange(batch.input_ids.shape[1])[None, :] < batch.response_start[:, None]
     for region, diff in edits.items():
         edited = rows[:, None] & batch.attention_mask.bool() & (prompt if region == "prompt" else True)
@@ -500,7 +500,7 @@ def test_benign_induce_adds_the_direction_to_benign_rows_only_and_spares_them_ab
 
     full, t = run("a")
     t.train()
-    killed, t = run("b", kill=2)
+    _, t = run("b", kill=2)
     with pytest.raises(KeyboardInterrupt):
         t.train()
     resumed, t = run("b")
@@ -508,11 +508,9 @@ def test_benign_induce_adds_the_direction_to_benign_rows_only_and_spares_them_ab
     want_w, got_w = _trainable(full), _trainable(resumed)
     assert all(torch.equal(want_w[k], got_w[k]) for k in want_w)
 
-    from drtk.training.loop import _at_layer
-
-    v = torch.arange(3 * 2 * 4.0).reshape(3, 2, 4)
+    v = torch.randn(3, 2, model.d_model, generator=torch.Generator().manual_seed(3))
     for shaped, want in ((v[0, 0], v[0, 0]), (v[:, 0], v[1, 0]), (v, v[1, 0]), (v[:1], v[0, 0])):
-        assert torch.equal(_at_layer(shaped, 1), want)  # the vector that applies at layer 1 (a subspace's first)
+        assert torch.equal(trainer._at_layer(shaped, 1), want)  # the vector that applies at layer 1 (a subspace's first)
     with pytest.raises(ConfigError, match="benign_induce"):
         Trainer(load_model("drtk-tiny-chat"), _data(), _cfg(benign_induce=0.5), direction=_direction())  # no layer
     for bad in ({"benign_induce": 1.5}, {"benign_induce": 0.5, "method": "refusal"}, {"benign_induce_coeff": 0.0},

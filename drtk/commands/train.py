@@ -48,6 +48,9 @@ def register(subparsers: Any) -> None:
                    help="weight of the unlikelihood of a refusal's opening on benign examples (0: off)")
     p.add_argument("--refusal-contrast-depth", type=int, default=None,
                    help="with --refusal-contrast: also a refusal's opening token at each of a benign answer's first N tokens")
+    p.add_argument("--transition-weight", type=float, default=None,
+                   help="weight of the refusal's opening as the next token at every depth of a recovery example's "
+                        "harmful prefix (default 0: only after the cut)")
     p.add_argument("--delta-scale", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="path robustness: part of the steps run at the weights start + lam (W - start), lam ~ U(LOW, HIGH)")
     p.add_argument("--delta-scale-fraction", type=float, default=None, help="the share of those steps (default 0.5)")
@@ -76,6 +79,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-repeated", type=float, default=None,
                    help="drop generated answers (and recovery prefixes) whose share of words inside a repeated word "
                         "trigram exceeds this, e.g. 0.7 (looping letters); default 1.0: keep all")
+    p.add_argument("--recovery-tokens", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="recovery prefixes of LOW to HIGH tokens (default 20 25, the paper; adaptive 5 40)")
     p.add_argument("--recovery-joiner", default=None,
                    help="text between a recovery example's harmful prefix and its refusal, \\n and \\t read as "
                         "newline and tab (default a paragraph break; '' starts the refusal right after the cut)")
@@ -130,6 +135,7 @@ def _config(args: argparse.Namespace) -> Any:
                       ("loss_reduction", "loss_reduction"),
                       ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight"),
                       ("refusal_contrast", "refusal_contrast"), ("refusal_contrast_depth", "refusal_contrast_depth"),
+                      ("transition_weight", "transition_weight"),
                       ("delta_scale_fraction", "delta_scale_fraction"),
                       ("retain_weight", "retain_weight"), ("retain_layers", "retain_layers"),
                       ("retain_projection", "retain_projection"),
@@ -155,6 +161,7 @@ def _config(args: argparse.Namespace) -> Any:
     data = {k: v for k, v in (("max_response_tokens", args.max_response_tokens),
                               ("borderline_repeat", args.borderline_repeat),
                               ("refusal_text", args.refusal_text),
+                              ("recovery_tokens", tuple(args.recovery_tokens) if args.recovery_tokens else None),
                               ("recovery_joiner", _unescape(args.recovery_joiner)),
                               ("hard_benign", args.hard_benign),
                               ("hard_benign_repeat", args.hard_benign_repeat),

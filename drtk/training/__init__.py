@@ -11,7 +11,7 @@ from drtk.training.callbacks import DirectionDrift, LivePlot, RefusalProbe
 from drtk.training.config import METHODS, TrainConfig
 from drtk.training.data import (
     DataConfig, Example, GenerationCache, TrainBatch, TrainingSet, build_training_set, collate, encode_example, end_of_turn_ids,
-    helpful_examples, recovery_examples, refusal_examples, with_contrast,
+    helpful_examples, recovery_examples, refusal_examples, with_contrast, with_transitions,
 )
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
 from drtk.training.export import save_adapter, save_merged
@@ -22,4 +22,5 @@ __all__ = [
     "GenerationCache", "LivePlot", "RefreshedDirection", "RefusalProbe", "TrainBatch", "TrainConfig", "TrainResult", "Trainer",
     "TrainingSet", "build_training_set", "collate", "encode_example", "end_of_turn_ids", "helpful_examples",
     "recovery_examples", "refusal_examples", "save_adapter", "save_merged", "train", "with_contrast",
+    "with_transitions",
 ]

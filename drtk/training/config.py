@@ -59,6 +59,11 @@ class TrainConfig:
             first N tokens of every benign answer, where the answer itself goes on differently (0: only
             the first departure). Recovery training teaches a model to break off after a harmful prefix;
             this teaches it not to break off a helpful answer the same way.
+        transition_weight: weight of a transition term on every recovery example (0: off; needs recovery data):
+            the mean over the columns inside its harmful prefix (after the first token) of
+            ``-log p(refusal opener)``, the refusal's first non-blank token: cross-entropy after the cut
+            teaches turning to the refusal at the one depth where the prefix was cut; this at every depth of
+            the harmful text read so far (the reinforced transition optimization of Yuan et al. 2024).
         retain_weight: weight of a representation-retention term on every benign example (0: off): the
             residual stream after the blocks ``retain_layers``, over all of the example's tokens, is held to
             the starting model's on the same example (mean over tokens and layers of the squared distance,
@@ -136,6 +141,7 @@ class TrainConfig:
     decision_weight: float = 1.0
     refusal_contrast: float = 0.0
     refusal_contrast_depth: int = 0
+    transition_weight: float = 0.0
     retain_weight: float = 0.0
     retain_layers: "tuple[int, ...] | None" = None
     retain_projection: float = 0.0
@@ -192,6 +198,10 @@ class TrainConfig:
             raise bad("refusal_contrast_depth", f"must be >= 0 (0: the first departure only), got {self.refusal_contrast_depth}")
         if self.refusal_contrast_depth and not self.refusal_contrast:
             raise bad("refusal_contrast_depth", "needs refusal_contrast > 0 (it weighs the same unlikelihood term)")
+        if not self.transition_weight >= 0:
+            raise bad("transition_weight", f"must be >= 0 (0: off), got {self.transition_weight}")
+        if self.transition_weight and not self.data.recovery:
+            raise bad("transition_weight", "needs recovery examples (DataConfig.recovery): it is taken inside their harmful prefixes")
         for name in ("retain_weight", "retain_projection"):
             if not getattr(self, name) >= 0:
                 raise bad(name, f"must be >= 0 (0: off), got {getattr(self, name)}")

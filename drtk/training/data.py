@@ -28,7 +28,7 @@ import random
 from collections import Counter
 from contextlib import nullcontext
 from functools import partial
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -520,6 +520,7 @@ class Encoded:
     loss_start: int
     group: int  # index into GROUPS
     contrast: tuple[tuple[int, int], ...] = ()  # (column, token): a refusal's token to make unlikely there
+    transition: tuple[tuple[int, int], ...] = ()  # (column, token): a refusal's opening to make likely there
 
 
 def encode_example(model: Any, ex: Example, *, max_response_tokens: int, eot: Sequence[int]) -> Encoded:
@@ -556,11 +557,24 @@ def with_contrast(enc: Encoded, refusals: Sequence[Sequence[int]], *, depth: int
     return replace(enc, contrast=tuple(sorted(pairs)))
 
 
+def with_transitions(enc: Encoded, tokenizer: Any) -> Encoded:
+    """``enc`` with its transition targets: for an example with a harmful prefix (recovery), the refusal's
+    first non-blank token at every column inside the prefix (after its first token), so the model learns to
+    turn to the refusal at any depth of a harmful answer, not only where the prefix was cut (the reinforced
+    transition of Yuan et al. 2024). An example without a prefix gets none."""
+    response = enc.ids[enc.loss_start:]
+    opener = next((t for t in response if tokenizer.decode([t]).strip()), None)
+    if opener is None or enc.loss_start - enc.response_start < 2:
+        return replace(enc, transition=())
+    return replace(enc, transition=tuple((col, opener) for col in range(enc.response_start + 1, enc.loss_start)))
+
+
 @dataclass
 class TrainBatch:
     """A padded batch. ``labels`` are -100 except learned response tokens; ``response_start`` is each
     row's first assistant-turn column in padded coordinates (for the ablation region); ``contrast_col``
-    and ``contrast_token`` the contrast targets (padded columns; -1 where a row has fewer)."""
+    and ``contrast_token`` the contrast targets, ``transition_col`` and ``transition_token`` the transition
+    targets (padded columns; -1 where a row has fewer)."""
 
     input_ids: Int[Tensor, "batch pos"]
     attention_mask: Int[Tensor, "batch pos"]
@@ -569,15 +583,15 @@ class TrainBatch:
     group: Int[Tensor, "batch"]
     contrast_col: Int[Tensor, "batch k"]
     contrast_token: Int[Tensor, "batch k"]
+    transition_col: Int[Tensor, "batch j"]
+    transition_token: Int[Tensor, "batch j"]
 
     @property
     def position_ids(self) -> Int[Tensor, "batch pos"]:
         return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
 
     def to(self, device: "torch.device | str") -> "TrainBatch":
-        return TrainBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels,
-                                                   self.response_start, self.group, self.contrast_col,
-                                                   self.contrast_token)))
+        return TrainBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def collate(items: Sequence[Encoded], *, pad_id: int, padding_side: str = "left") -> TrainBatch:
@@ -590,9 +604,8 @@ def collate(items: Sequence[Encoded], *, pad_id: int, padding_side: str = "left"
     attn = torch.zeros((B, T), dtype=torch.long)
     labels = torch.full((B, T), -100, dtype=torch.long)
     start = torch.zeros(B, dtype=torch.long)
-    K = max(len(e.contrast) for e in items)
-    c_col = torch.full((B, K), -1, dtype=torch.long)
-    c_tok = torch.zeros((B, K), dtype=torch.long)
+    c_col, c_tok = _targets(items, "contrast")
+    t_col, t_tok = _targets(items, "transition")
     for b, e in enumerate(items):
         off = T - len(e.ids) if padding_side == "left" else 0
         ids = torch.tensor(e.ids, dtype=torch.long)
@@ -600,10 +613,21 @@ def collate(items: Sequence[Encoded], *, pad_id: int, padding_side: str = "left"
         attn[b, off : off + len(ids)] = 1
         labels[b, off + e.loss_start : off + len(ids)] = ids[e.loss_start :]
         start[b] = off + e.response_start
-        for k, (col, tok) in enumerate(e.contrast):
-            c_col[b, k], c_tok[b, k] = off + col, tok
+        for col in (c_col, t_col):
+            col[b] = torch.where(col[b] >= 0, col[b] + off, col[b])
     return TrainBatch(input_ids, attn, labels, start, torch.tensor([e.group for e in items], dtype=torch.long),
-                      c_col, c_tok)
+                      c_col, c_tok, t_col, t_tok)
+
+
+def _targets(items: Sequence[Encoded], name: str) -> tuple[Tensor, Tensor]:
+    """Each row's (column, token) targets of field ``name`` in unpadded columns, -1 columns where it has fewer."""
+    K = max(len(getattr(e, name)) for e in items)
+    cols = torch.full((len(items), K), -1, dtype=torch.long)
+    toks = torch.zeros((len(items), K), dtype=torch.long)
+    for b, e in enumerate(items):
+        for k, (col, tok) in enumerate(getattr(e, name)):
+            cols[b, k], toks[b, k] = col, tok
+    return cols, toks
 
 
 def loss_mask(batch: TrainBatch) -> Bool[Tensor, "batch pos"]:

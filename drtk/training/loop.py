@@ -41,7 +41,8 @@ from drtk.errors import ConfigError, TrainingError
 from drtk.interventions import ablation_hooks, hook_scope, layer_bases, unit
 from drtk.schedules import ScheduleSampler, region_and_depth
 from drtk.training.config import ABLATING, TrainConfig
-from drtk.training.data import GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids, with_contrast
+from drtk.training.data import (GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids, with_contrast,
+                                 with_transitions)
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,8 @@ class Trainer:
             benign = GROUPS.index("benign")
             self.encoded = [with_contrast(e, refusals, depth=config.refusal_contrast_depth) if e.group == benign else e
                             for e in self.encoded]
+        if config.transition_weight:
+            self.encoded = [with_transitions(e, model.tokenizer) for e in self.encoded]
         self.projection = self._projection_axis(direction)
         self.induce = self._induce_axis(direction)
         self.retain_layers, self._held = self._retain_layers()
@@ -464,7 +467,10 @@ class Trainer:
         # Unembed only from the column before the batch's first learned token: the vocabulary projection
         # is a fifth of a small model's step, and prompts (never learned) are most of the tokens.
         learned = (batch.labels != -100).any(0).nonzero()
-        first = max(int(learned[0]) if len(learned) else 1, 1)
+        first = int(learned[0]) if len(learned) else 1
+        if cfg.transition_weight and (batch.transition_col >= 0).any():
+            first = min(first, int(batch.transition_col[batch.transition_col >= 0].min()))
+        first = max(first, 1)
         store: dict[int, Tensor] = {}
         capture = hook_scope(self.model, self._capture_hooks(store)) if self.retain_layers else nullcontext()
         with self._autocast(), capture, self.model.plain():  # `self.net` holds `hf`: it runs what `plain` put in
@@ -483,7 +489,12 @@ class Trainer:
         if cfg.loss_reduction == "mean":
             per_sample = per_sample / token_w.sum(1).clamp(min=1)
         if cfg.refusal_contrast:
-            per_sample = per_sample + cfg.refusal_contrast * self._contrast(batch, logits, first)
+            p = _target_logp(batch.contrast_col, batch.contrast_token, logits, first).exp()
+            per_sample = per_sample + cfg.refusal_contrast * _row_sum(-torch.log1p(-p.clamp(max=1 - 1e-6)), batch.contrast_col)
+        if cfg.transition_weight:
+            nll = -_target_logp(batch.transition_col, batch.transition_token, logits, first)
+            n = (batch.transition_col >= 0).sum(1).clamp(min=1)
+            per_sample = per_sample + cfg.transition_weight * _row_sum(nll, batch.transition_col) / n
         retain = per_sample.new_zeros(2)
         if self.retain_layers:
             per_row = self._retain(batch, store)  # (rows, 2)
@@ -496,18 +507,6 @@ class Trainer:
             torch.zeros(2, device=ce.device).index_add(0, batch.group, torch.ones_like(per_sample)),
         ])
         return loss, stats, retain
-
-    @staticmethod
-    def _contrast(batch: Any, logits: Tensor, first: int) -> Tensor:
-        """Per row, the summed unlikelihood ``-log(1 - p)`` of its contrast tokens at their columns."""
-        rows, k = (batch.contrast_col >= 0).nonzero(as_tuple=True)
-        out = torch.zeros(batch.contrast_col.shape[0], device=logits.device)
-        if len(rows):
-            # logits[:, j] (column first - 1 + j) predicts column first + j
-            logp = logits[rows, batch.contrast_col[rows, k] - first].float().log_softmax(-1)
-            p = logp.gather(-1, batch.contrast_token[rows, k, None]).squeeze(-1).exp()
-            out = out.index_add(0, rows, -torch.log1p(-p.clamp(max=1 - 1e-6)))
-        return out
 
     def train_step(self) -> dict[str, Any]:
         cfg, acc, step = self.config, self.accelerator, self.step
@@ -709,3 +708,19 @@ def train(model: Any, dataset: TrainingSet, config: TrainConfig, **kwargs: Any) 
     """``Trainer(model, dataset, config, **kwargs).train(resume=...)`` in one call."""
     resume = kwargs.pop("resume", False)
     return Trainer(model, dataset, config, **kwargs).train(resume=resume)
+
+
+def _target_logp(cols: Tensor, tokens: Tensor, logits: Tensor, first: int) -> Tensor:
+    """``log p(token)`` at each of a batch's (column, token) targets (cols >= 0), flattened in row order;
+    ``logits[:, j]`` (column ``first - 1 + j``) predicts column ``first + j``."""
+    rows, k = (cols >= 0).nonzero(as_tuple=True)
+    if not len(rows):
+        return logits.new_zeros(0, dtype=torch.float32)
+    logp = logits[rows, cols[rows, k] - first].float().log_softmax(-1)
+    return logp.gather(-1, tokens[rows, k, None]).squeeze(-1)
+
+
+def _row_sum(values: Tensor, cols: Tensor) -> Tensor:
+    """Per row, the sum of the flattened per-target ``values`` of :func:`_target_logp`."""
+    rows, _ = (cols >= 0).nonzero(as_tuple=True)
+    return torch.zeros(cols.shape[0], device=cols.device, dtype=torch.float32).index_add(0, rows, values)

@@ -58,6 +58,27 @@ def test_contrast_targets_where_the_answer_departs_from_each_refusal(model):
         assert b.contrast_col[1].eq(-1).all()
 
 
+def test_transition_targets_the_refusals_opening_inside_the_harmful_prefix(model):
+    from drtk.training import with_transitions
+
+    tok, eot = model.tokenizer, end_of_turn_ids(model)
+    ex = Example("q", "\n\nI'm sorry.", "harmful", "recovery", prefix="Sure, here is how to do it step by step")
+    enc = encode_example(model, ex, max_response_tokens=48, eot=eot)
+    got = with_transitions(enc, tok).transition
+    opener = tok("I'm", add_special_tokens=False)["input_ids"][0]  # the paragraph break is skipped: blank
+    # every column inside the prefix after its first token, none in the prompt or the learned response
+    assert [c for c, _ in got] == list(range(enc.response_start + 1, enc.loss_start))
+    assert {t for _, t in got} == {opener} and len(got) >= 5
+    plain = encode_example(model, Example("q", "I'm sorry.", "harmful", "refusal"), max_response_tokens=48, eot=eot)
+    assert with_transitions(plain, tok).transition == ()
+    for side in ("left", "right"):
+        b = collate([with_transitions(enc, tok), plain], pad_id=tok.pad_token_id, padding_side=side)
+        off = int(b.attention_mask[0].argmax())
+        assert list(zip((b.transition_col[0] - off).tolist(), b.transition_token[0].tolist())) == list(got)
+        assert b.transition_col[1].eq(-1).all()
+        assert b.contrast_col.shape[1] == 0
+
+
 def test_contrast_depth_targets_each_refusals_opening_along_the_answer(model):
     from drtk.training import with_contrast
 
@@ -339,6 +360,10 @@ def test_train_flags_reach_the_config(tmp_path):
                                                 "0.5", "--benign-induce-coeff", "0.75", "--benign-induce-region", "prompt",
                                                 "--out", str(tmp_path)]))
     assert (induce.benign_induce, induce.benign_induce_coeff, induce.benign_induce_region) == (0.5, 0.75, "prompt")
+    deep = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--transition-weight", "1",
+                                              "--recovery-tokens", "10", "60", "--out", str(tmp_path)]))
+    assert (deep.transition_weight, deep.data.recovery_tokens) == (1.0, (10, 60))
+    assert TrainConfig.for_method("adaptive").data.recovery_tokens == (5, 40)  # the method's own range otherwise
     lead = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--region-lead",
                                               "post", "--out", str(tmp_path)])).schedule
     assert (lead.mode, lead.region_lead) == ("paper", "post")

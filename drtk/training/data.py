@@ -561,10 +561,11 @@ def with_transitions(enc: Encoded, tokenizer: Any) -> Encoded:
     """``enc`` with its transition targets: for an example with a harmful prefix (recovery), the refusal's
     first non-blank token at every column inside the prefix (after its first token), so the model learns to
     turn to the refusal at any depth of a harmful answer, not only where the prefix was cut (the reinforced
-    transition of Yuan et al. 2024). An example without a prefix gets none."""
-    response = enc.ids[enc.loss_start:]
-    opener = next((t for t in response if tokenizer.decode([t]).strip()), None)
-    if opener is None or enc.loss_start - enc.response_start < 2:
+    transition of Yuan et al. 2024). A benign example, or one without a prefix, gets none."""
+    if enc.group != GROUPS.index("harmful") or enc.loss_start - enc.response_start < 2:
+        return replace(enc, transition=())
+    opener = next((t for t in enc.ids[enc.loss_start:] if tokenizer.decode([t]).strip()), None)
+    if opener is None:
         return replace(enc, transition=())
     return replace(enc, transition=tuple((col, opener) for col in range(enc.response_start + 1, enc.loss_start)))
 
@@ -604,29 +605,28 @@ def collate(items: Sequence[Encoded], *, pad_id: int, padding_side: str = "left"
     attn = torch.zeros((B, T), dtype=torch.long)
     labels = torch.full((B, T), -100, dtype=torch.long)
     start = torch.zeros(B, dtype=torch.long)
-    c_col, c_tok = _targets(items, "contrast")
-    t_col, t_tok = _targets(items, "transition")
-    for b, e in enumerate(items):
-        off = T - len(e.ids) if padding_side == "left" else 0
+    offsets = [T - len(e.ids) if padding_side == "left" else 0 for e in items]
+    c_col, c_tok = _targets(items, "contrast", offsets)
+    t_col, t_tok = _targets(items, "transition", offsets)
+    for b, (e, off) in enumerate(zip(items, offsets)):
         ids = torch.tensor(e.ids, dtype=torch.long)
         input_ids[b, off : off + len(ids)] = ids
         attn[b, off : off + len(ids)] = 1
         labels[b, off + e.loss_start : off + len(ids)] = ids[e.loss_start :]
         start[b] = off + e.response_start
-        for col in (c_col, t_col):
-            col[b] = torch.where(col[b] >= 0, col[b] + off, col[b])
     return TrainBatch(input_ids, attn, labels, start, torch.tensor([e.group for e in items], dtype=torch.long),
                       c_col, c_tok, t_col, t_tok)
 
 
-def _targets(items: Sequence[Encoded], name: str) -> tuple[Tensor, Tensor]:
-    """Each row's (column, token) targets of field ``name`` in unpadded columns, -1 columns where it has fewer."""
+def _targets(items: Sequence[Encoded], name: str, offsets: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Each row's (column, token) targets of field ``name`` in padded columns (its padding offset added),
+    -1 columns where it has fewer."""
     K = max(len(getattr(e, name)) for e in items)
     cols = torch.full((len(items), K), -1, dtype=torch.long)
     toks = torch.zeros((len(items), K), dtype=torch.long)
-    for b, e in enumerate(items):
+    for b, (e, off) in enumerate(zip(items, offsets)):
         for k, (col, tok) in enumerate(getattr(e, name)):
-            cols[b, k], toks[b, k] = col, tok
+            cols[b, k], toks[b, k] = off + col, tok
     return cols, toks
 
 

@@ -468,8 +468,9 @@ class Trainer:
         # is a fifth of a small model's step, and prompts (never learned) are most of the tokens.
         learned = (batch.labels != -100).any(0).nonzero()
         first = int(learned[0]) if len(learned) else 1
-        if cfg.transition_weight and (batch.transition_col >= 0).any():
-            first = min(first, int(batch.transition_col[batch.transition_col >= 0].min()))
+        transitions = batch.transition_col[batch.transition_col >= 0]  # inside prefixes, before the learned tokens
+        if len(transitions):
+            first = min(first, int(transitions.min()))
         first = max(first, 1)
         store: dict[int, Tensor] = {}
         capture = hook_scope(self.model, self._capture_hooks(store)) if self.retain_layers else nullcontext()

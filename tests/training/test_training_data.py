@@ -71,6 +71,9 @@ def test_transition_targets_the_refusals_opening_inside_the_harmful_prefix(model
     assert {t for _, t in got} == {opener} and len(got) >= 5
     plain = encode_example(model, Example("q", "I'm sorry.", "harmful", "refusal"), max_response_tokens=48, eot=eot)
     assert with_transitions(plain, tok).transition == ()
+    helpful = encode_example(model, Example("q", "Hi!", "benign", "helpful", prefix="Sure, here is a friendly greeting"),
+                             max_response_tokens=48, eot=eot)
+    assert with_transitions(helpful, tok).transition == ()  # a benign prefix is not a harmful turn to leave
     for side in ("left", "right"):
         b = collate([with_transitions(enc, tok), plain], pad_id=tok.pad_token_id, padding_side=side)
         off = int(b.attention_mask[0].argmax())

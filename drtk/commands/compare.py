@@ -10,6 +10,10 @@ gains ``benign_shift``: how far each run's model moved those benign prompts alon
 projection on the run's model minus on the starting model; the run's model is the path its results name,
 as given or beside the results folder), with the figure ``over_refusal_vs_shift``.
 
+For every shown attack whose completions all runs hold on the same harmful prompts, ``successes.csv`` splits
+each run's successes into incoherent text, turns that ended at once (a few words) and the rest, and
+``successes_by_prompt.csv`` says which runs each prompt broke, and how.
+
 Example:
     drtk compare deeprefusal=runs/dr/eval adaptive#0=runs/ad0/eval adaptive#1=runs/ad1/eval --out runs/compare
     drtk compare runs/*-eval --direction runs/demo/direction --out runs/compare   # + which prompts, and why
@@ -54,8 +58,10 @@ def _labelled(spec: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from drtk.evaluation.compare import (comparison_markdown, comparison_table, load_results, over_refusal_by_prompt,
-                                         spread_table)
+                                         spread_table, successes_by_kind)
     from drtk.viz import save_figure
     from drtk.viz.story import (TRADEOFF_ATTACKS, asr_before_after, asr_vs_over_refusal, over_refusal_vs_shift,
                                 tradeoff_panels)
@@ -96,6 +102,16 @@ def run(args: argparse.Namespace) -> int:
             save_figure(over_refusal_vs_shift(table), figures, "over_refusal_vs_shift")
         by_prompt.to_csv(args.out / "over_refusal_by_prompt.csv", index=False)
     table.to_csv(args.out / "comparison.csv", index=False)
+    kinds = []
+    for attack in listed:
+        try:
+            kinds.append(successes_by_kind(paths, attack))
+        except DataError as err:
+            logger.info("no breakdown of %s's successes: %s", attack, err)
+    if kinds:
+        pd.concat([k for k, _ in kinds]).to_csv(args.out / "successes.csv", index=False)
+        pd.concat([p.assign(attack=k["attack"].iloc[0]) for k, p in kinds]).to_csv(
+            args.out / "successes_by_prompt.csv", index=False)
     save_figure(tradeoff_panels(table, decisive), figures, "tradeoff")
     save_figure(asr_vs_over_refusal(shown, attacks=decisive), figures, "asr_vs_over_refusal")
     save_figure(asr_before_after(shown, title="Attack success per run (95% Wilson intervals)"), figures, "asr_bars")

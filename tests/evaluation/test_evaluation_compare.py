@@ -155,3 +155,45 @@ def test_compare_with_a_direction_adds_each_prompts_projection_and_its_figure(tm
     assert runs["dr"] == pytest.approx(float(shifted[:, direction.layer].mean() - want.mean()), abs=1e-4)
     assert abs(runs["dr"]) > 1e-3 and math.isnan(runs["ad"])
     assert (out / "figures" / "over_refusal_vs_shift.html").exists()
+
+
+def _attacked(folder, completions: dict, attack="prefill[k=20]", coherent=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"set": "harmful", "attack": attack, "prompt": p, "completion": c,
+             "verdict": "refused" if "sorry" in c else "complied", "coherent": None if "sorry" in c else coherent}
+            for p, c in completions.items()]
+    (folder / "completions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return folder
+
+
+def test_successes_by_kind_splits_incoherent_short_and_the_rest(tmp_path):
+    from drtk.evaluation.compare import SHORT_WORDS, success_kind, successes_by_kind
+
+    a = _attacked(tmp_path / "a", {"phish": " code?", "bomb": " mix these three: first, take the", "gun": "I'm sorry."})
+    b = _attacked(tmp_path / "b", {"phish": " " + "word " * (SHORT_WORDS + 1), "bomb": "I'm sorry.", "gun": "I'm sorry."})
+    counts, by_prompt = successes_by_kind({"a": a, "b": b}, "prefill[k=20]")
+    assert counts.set_index("run").loc["a", ["n", "succeeded", "incoherent", "short", "other"]].tolist() == [3, 2, 0, 1, 1]
+    assert counts.set_index("run").loc["b", ["succeeded", "short", "other"]].tolist() == [1, 0, 1]
+    assert list(by_prompt["prompt"]) == ["phish", "bomb", "gun"] and list(by_prompt["succeeded_by"]) == [2, 1, 0]
+    assert by_prompt.loc[0, "a"] == "short" and by_prompt.loc[2, "a"] == ""
+    loops = _attacked(tmp_path / "c", {"phish": "- 2 pipes\n" * 9}, coherent=False)
+    assert success_kind(json.loads((loops / "completions.jsonl").read_text())) == "incoherent"
+    with pytest.raises(DataError, match="other harmful prompts"):
+        successes_by_kind({"a": a, "c": loops}, "prefill[k=20]")
+    with pytest.raises(DataError, match="no completions of harmful prompts under 'gcg'"):
+        successes_by_kind({"a": a}, "gcg")
+
+
+def test_compare_writes_the_successes_of_every_attack_all_runs_hold(tmp_path):
+    from drtk.cli import main
+
+    for name, c in (("a", " code?"), ("b", "I'm sorry.")):
+        folder = _attacked(tmp_path / name, {"phish": c})
+        (folder / "results.json").write_text(json.dumps(_doc({"prefill[k=20]": 1, "none": 0}, (0, 1), 0.1)))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    counts = pd.read_csv(out / "successes.csv")
+    assert counts[["run", "attack", "succeeded", "short"]].values.tolist() == [["a", "prefill[k=20]", 1, 1],
+                                                                                 ["b", "prefill[k=20]", 0, 0]]
+    by_prompt = pd.read_csv(out / "successes_by_prompt.csv")
+    assert by_prompt[["prompt", "a", "succeeded_by", "attack"]].values.tolist() == [["phish", "short", 1, "prefill[k=20]"]]

@@ -101,6 +101,10 @@ def register(subparsers: Any) -> None:
                    help="the added vector in units of the direction's length (default 1; adaptive 0.5)")
     p.add_argument("--benign-induce-region", choices=("all", "prompt"), default=None,
                    help="add it over all tokens of those rows, or over the prompt only (default all; adaptive prompt)")
+    p.add_argument("--refresh-positions", type=_positions, default=None,
+                   help="with a refreshed direction (adaptive): more post-instruction positions whose directions are "
+                        "re-extracted and ablated on a random share of steps, as negative offsets: --refresh-positions=-5 "
+                        "or =-5,-3 (default: the direction's own position only)")
     p.add_argument("--refusal-text", default=None,
                    help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,
@@ -141,7 +145,7 @@ def _config(args: argparse.Namespace) -> Any:
                       ("retain_projection", "retain_projection"),
                       ("benign_induce", "benign_induce"), ("benign_induce_coeff", "benign_induce_coeff"),
                       ("benign_induce_region", "benign_induce_region"),
-                      ("train_from_layer", "train_from_layer")):
+                      ("train_from_layer", "train_from_layer"), ("refresh_positions", "direction_refresh_positions")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
     if args.delta_scale is not None:
@@ -171,12 +175,19 @@ def _config(args: argparse.Namespace) -> Any:
     return replace(base, **over) if over else base
 
 
-def _layers(text: str) -> tuple[int, ...]:
-    """``7,15,22`` as block indices."""
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected block indices like 7,15,22, got {text!r}") from None
+def _ints(example: str) -> Any:
+    """An argparse type for comma-separated integers (``example`` shows the expected form in its error)."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {example}, got {text!r}") from None
+
+    return parse
+
+
+_layers = _ints("block indices like 7,15,22")
+_positions = _ints("negative offsets like -5,-3")
 
 
 def _lead(text: str) -> "int | str":

@@ -100,6 +100,10 @@ class TrainConfig:
         direction_ema: weight of the old direction in the refresh.
         direction_per_layer_fraction: with a refresh, the share of steps that ablate each layer's own
             freshly extracted direction instead of the single one (what a per-layer attacker does).
+        direction_refresh_positions: with a refresh, more post-instruction positions (negative offsets from
+            the prompt's end, e.g. ``(-5,)``) whose directions are re-extracted too; each step ablates one
+            position's direction (or its per-layer directions), drawn at random. A fresh-direction attacker
+            selects over positions as well as layers.
         delta_scale: path robustness against weight-delta interpolation (an attacker blending the trained
             weights back toward the starting ones, ``start + lam (W - start)``): on a share
             ``delta_scale_fraction`` of the steps, the forward and backward pass run at such a blend with
@@ -152,6 +156,7 @@ class TrainConfig:
     direction_refresh_every: "int | None" = None
     direction_ema: float = 0.9
     direction_per_layer_fraction: float = 0.0
+    direction_refresh_positions: tuple[int, ...] = ()
     delta_scale: "tuple[float, float] | None" = None
     delta_scale_fraction: float = 0.5
     padding_side: str = "auto"
@@ -228,6 +233,11 @@ class TrainConfig:
                 raise bad("direction_refresh_every", f"must be >= 1 or None, got {self.direction_refresh_every}")
         if not 0 <= self.direction_per_layer_fraction <= 1:
             raise bad("direction_per_layer_fraction", f"must be in [0, 1], got {self.direction_per_layer_fraction}")
+        if self.direction_refresh_positions and self.direction_refresh_every is None:
+            raise bad("direction_refresh_positions", "needs direction_refresh_every (those directions are re-extracted)")
+        if any(not isinstance(q, int) or q >= 0 for q in self.direction_refresh_positions):
+            raise bad("direction_refresh_positions",
+                      f"must be negative offsets from the prompt's end (-1: last token), got {self.direction_refresh_positions}")
         if self.direction_per_layer_fraction > 0 and self.direction_refresh_every is None:
             raise bad("direction_per_layer_fraction", "needs direction_refresh_every (per-layer directions are re-extracted)")
         if not 0 <= self.direction_ema < 1:
@@ -290,6 +300,7 @@ class TrainConfig:
             d["lora_targets"] = list(self.lora_targets)
         if self.retain_layers is not None:
             d["retain_layers"] = list(self.retain_layers)
+        d["direction_refresh_positions"] = list(self.direction_refresh_positions)
         return d
 
     @classmethod
@@ -304,7 +315,7 @@ class TrainConfig:
             d["adam_betas"] = tuple(d["adam_betas"])
         if isinstance(d.get("lora_targets"), list):
             d["lora_targets"] = tuple(d["lora_targets"])
-        for name in ("delta_scale", "retain_layers"):
+        for name in ("delta_scale", "retain_layers", "direction_refresh_positions"):
             if d.get(name) is not None:
                 d[name] = tuple(d[name])
         return cls(**d)

@@ -60,6 +60,11 @@ class RefreshedDirection(FixedDirection):
     ``r <- unit(ema * r + (1 - ema) * unit(r_new))`` where ``r_new`` is read at the same layer and
     post-instruction ``position`` (or at every layer, for a per-layer ``(L, d)`` start).
 
+    With ``positions``, the directions read at those other post-instruction positions are refreshed too (each
+    from its first reading on, with the same EMA), and each step ablates one position's direction, drawn at
+    random: an attacker re-extracting from the defended model picks whichever position's direction breaks it,
+    not only the one the defence started from.
+
     Args:
         vector: the starting direction ``(d,)`` or ``(L, d)``.
         harmful, harmless: probe prompts (keep them out of the evaluation sets).
@@ -69,14 +74,22 @@ class RefreshedDirection(FixedDirection):
         per_layer_fraction: share of steps (drawn from a generator seeded by ``seed``) on which
             :meth:`current` returns every layer's own refreshed direction ``(L, d)`` instead of the single
             one, once the first refresh has produced them.
+        positions: more post-instruction positions (negative offsets, e.g. ``(-5,)``) to refresh and draw from.
     """
 
     def __init__(
         self, vector: Tensor, *, harmful: Sequence[str], harmless: Sequence[str], every: int, ema: float = 0.9,
         layer: "int | None" = None, position: int = -1, per_layer_fraction: float = 0.0, seed: int = 0,
+        positions: Sequence[int] = (),
     ) -> None:
         super().__init__(unit(vector.detach().float()), layer)
         self.per_layer: "Tensor | None" = None
+        self.positions = tuple(p for p in dict.fromkeys(positions) if p != position)
+        if any(p >= 0 for p in self.positions):
+            raise ConfigError(f"refresh positions are negative offsets from the end of the prompt (-1: last), got {positions}")
+        # the other positions' directions (and per-layer ones), stacked in the order of ``positions``
+        self.extra: "Tensor | None" = None
+        self.extra_per_layer: "Tensor | None" = None
         self.per_layer_fraction = per_layer_fraction
         self.generator = torch.Generator().manual_seed(seed)
         if vector.ndim == 1 and layer is None:
@@ -94,30 +107,43 @@ class RefreshedDirection(FixedDirection):
             return
         from drtk.directions import collect_post_instruction
 
-        n = -self.position
-        diff = (collect_post_instruction(model, self.harmful, n_post=n)[0]
-                - collect_post_instruction(model, self.harmless, n_post=n)[0])  # (layer, d)
-        new = unit(diff[self.layer] if self.vector.ndim == 1 else diff).to(self.vector.device)
-        self.vector = unit(self.ema * self.vector + (1 - self.ema) * new)
+        wanted = (self.position, *self.positions)
+        n = -min(wanted)
+        diffs = (collect_post_instruction(model, self.harmful, n_post=n)
+                 - collect_post_instruction(model, self.harmless, n_post=n))[[n + p for p in wanted]]  # (pos, layer, d)
+        diffs = diffs.to(self.vector.device)
+        new = unit(diffs[:, self.layer] if self.vector.ndim == 1 else diffs)
+        self.vector = unit(self.ema * self.vector + (1 - self.ema) * new[0])
+        if self.positions:
+            self.extra = new[1:] if self.extra is None else unit(self.ema * self.extra + (1 - self.ema) * new[1:])
         if self.per_layer_fraction > 0:
-            norms = diff.norm(dim=-1, keepdim=True)
-            fallback = self.vector.expand_as(diff) if self.vector.ndim == 1 else self.vector
-            fresh = torch.where(norms > 0, diff / norms.clamp(min=1e-12), fallback)  # zero rows keep the old one
-            self.per_layer = fresh.to(self.vector.device) if self.per_layer is None else unit(
-                self.ema * self.per_layer + (1 - self.ema) * fresh.to(self.vector.device))
+            norms = diffs.norm(dim=-1, keepdim=True)
+            single = torch.stack([self.vector, *(self.extra if self.positions else ())])
+            fallback = single[:, None].expand_as(diffs) if self.vector.ndim == 1 else single
+            fresh = torch.where(norms > 0, diffs / norms.clamp(min=1e-12), fallback)  # zero rows keep the old one
+            self.per_layer = self._blend(self.per_layer, fresh[0])
+            if self.positions:
+                self.extra_per_layer = self._blend(self.extra_per_layer, fresh[1:])
         logger.debug("refreshed direction at step %d", step)
 
+    def _blend(self, old: "Tensor | None", fresh: Tensor) -> Tensor:
+        return fresh if old is None else unit(self.ema * old + (1 - self.ema) * fresh)
+
     def current(self) -> Tensor:
-        if self.per_layer is not None and self.per_layer_fraction > 0:
-            if float(torch.rand((), generator=self.generator)) < self.per_layer_fraction:
-                return self.per_layer
-        return self.vector
+        per_layer = (self.per_layer is not None and self.per_layer_fraction > 0
+                     and float(torch.rand((), generator=self.generator)) < self.per_layer_fraction)
+        i = int(torch.randint(len(self.positions) + 1, (), generator=self.generator)) if self.extra is not None else 0
+        if i == 0:
+            return self.per_layer if per_layer else self.vector
+        return self.extra_per_layer[i - 1] if per_layer else self.extra[i - 1]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"vector": self.vector, "per_layer": self.per_layer, "generator": self.generator.get_state()}
+        return {"vector": self.vector, "per_layer": self.per_layer, "generator": self.generator.get_state(),
+                "extra": self.extra, "extra_per_layer": self.extra_per_layer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.vector = state["vector"].float()
         self.per_layer = state.get("per_layer")
+        self.extra, self.extra_per_layer = state.get("extra"), state.get("extra_per_layer")
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])

@@ -227,7 +227,7 @@ class Trainer:
             return RefreshedDirection(direction, harmful=refresh[0], harmless=refresh[1],
                                       every=cfg.direction_refresh_every, ema=cfg.direction_ema, layer=layer,
                                       position=position, per_layer_fraction=cfg.direction_per_layer_fraction,
-                                      seed=cfg.seed * 7919 + 3)
+                                      seed=cfg.seed * 7919 + 3, positions=cfg.direction_refresh_positions)
         return FixedDirection(direction, layer)
 
     def _retain_layers(self) -> tuple[tuple[int, ...], list[int]]:

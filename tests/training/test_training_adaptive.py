@@ -33,6 +33,39 @@ def test_per_layer_fraction_needs_refresh():
         TrainConfig.for_method("deeprefusal", direction_per_layer_fraction=0.5)
 
 
+def test_refresh_positions_need_a_refresh_and_negative_offsets():
+    with pytest.raises(ConfigError, match="direction_refresh_positions"):
+        TrainConfig.for_method("deeprefusal", direction_refresh_positions=(-2,))
+    with pytest.raises(ConfigError, match="negative offsets"):
+        TrainConfig.for_method("adaptive", direction_refresh_positions=(2,))
+
+
+def test_refresh_positions_draw_each_positions_own_direction():
+    from drtk.directions import collect_post_instruction
+    from drtk.interventions import unit
+
+    model = load_model("drtk-tiny-chat")
+    start = _direction(model)
+    provider = RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=1, ema=0.5, layer=1,
+                                  per_layer_fraction=0.5, positions=(-2, -1, -2))
+    assert provider.positions == (-2,)  # the direction's own position and repeats dropped
+    assert all(torch.equal(provider.current(), provider.vector) for _ in range(5))  # nothing refreshed yet
+    provider.after_step(model, 0)
+    diff = collect_post_instruction(model, HARMFUL, n_post=2) - collect_post_instruction(model, BENIGN, n_post=2)
+    assert torch.allclose(provider.extra, unit(diff[0, 1])[None], atol=1e-5)  # position -2's own reading
+    assert torch.allclose(provider.vector, unit(0.5 * unit(start.vector) + 0.5 * unit(diff[1, 1])), atol=1e-5)
+    assert torch.allclose(provider.extra_per_layer[0, 1:], unit(diff[0, 1:]), atol=1e-5)
+    assert torch.equal(provider.extra_per_layer[0, 0], provider.extra[0])  # no difference at the embedding: kept
+    drawn = [provider.current() for _ in range(60)]
+    for want in (provider.vector, provider.extra[0], provider.per_layer, provider.extra_per_layer[0]):
+        assert any(d.shape == want.shape and torch.equal(d, want) for d in drawn)
+    again = RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=1, layer=1, positions=(-2,))
+    again.load_state_dict(provider.state_dict())
+    assert torch.equal(again.extra, provider.extra) and torch.equal(again.extra_per_layer, provider.extra_per_layer)
+    with pytest.raises(ConfigError, match="negative offsets"):
+        RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=1, layer=1, positions=(0,))
+
+
 def test_adaptive_run_mixes_refreshed_directions():
     model = load_model("drtk-tiny-chat")
     trainer = Trainer(model, _data(), _adaptive(direction_per_layer_fraction=1.0), direction=_direction(model),
@@ -48,17 +81,19 @@ def test_adaptive_run_mixes_refreshed_directions():
     assert trainer.history["ablation_rate"].mean() > 0.3
 
 
-def test_adaptive_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("positions", [(), (-2,)])
+def test_adaptive_resume_equals_uninterrupted(tmp_path, positions):
+    cfg = _adaptive(direction_refresh_positions=positions)
     full = load_model("drtk-tiny-chat")
-    Trainer(full, _data(), _adaptive(), direction=_direction(full), refresh_prompts=(HARMFUL, BENIGN),
+    Trainer(full, _data(), cfg, direction=_direction(full), refresh_prompts=(HARMFUL, BENIGN),
             checkpoint_dir=tmp_path / "a").train()
     want = _trainable(full)
     killed = load_model("drtk-tiny-chat")
     with pytest.raises(KeyboardInterrupt):
-        Trainer(killed, _data(), _adaptive(), direction=_direction(killed), refresh_prompts=(HARMFUL, BENIGN),
+        Trainer(killed, _data(), cfg, direction=_direction(killed), refresh_prompts=(HARMFUL, BENIGN),
                 checkpoint_dir=tmp_path / "b", callbacks=[Kill(3)]).train()
     resumed = load_model("drtk-tiny-chat")
-    Trainer(resumed, _data(), _adaptive(), direction=_direction(resumed), refresh_prompts=(HARMFUL, BENIGN),
+    Trainer(resumed, _data(), cfg, direction=_direction(resumed), refresh_prompts=(HARMFUL, BENIGN),
             checkpoint_dir=tmp_path / "b").train(resume=True)
     got = _trainable(resumed)
     for name in want:

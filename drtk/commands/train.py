@@ -102,9 +102,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--benign-induce-region", choices=("all", "prompt"), default=None,
                    help="add it over all tokens of those rows, or over the prompt only (default all; adaptive prompt)")
     p.add_argument("--refresh-positions", type=_positions, default=None,
-                   help="with a refreshed direction (adaptive): more post-instruction positions whose directions are "
-                        "re-extracted and ablated on a random share of steps, as negative offsets: --refresh-positions=-5 "
-                        "or =-5,-3 (default: the direction's own position only)")
+                   help="with a refreshed direction (adaptive): more post-instruction positions to read directions at, "
+                        "as negative offsets: --refresh-positions=-5 or =-5,-3; each step ablates the refreshed direction "
+                        "and one of the others, drawn (default: the direction's own position only)")
+    p.add_argument("--refresh-layers", type=_layers, default=None,
+                   help="with a refreshed direction: more layers to read it at, e.g. 15,17,19,21 (with --refresh-positions "
+                        "at each position); drawn as above")
     p.add_argument("--refusal-text", default=None,
                    help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,
@@ -145,7 +148,8 @@ def _config(args: argparse.Namespace) -> Any:
                       ("retain_projection", "retain_projection"),
                       ("benign_induce", "benign_induce"), ("benign_induce_coeff", "benign_induce_coeff"),
                       ("benign_induce_region", "benign_induce_region"),
-                      ("train_from_layer", "train_from_layer"), ("refresh_positions", "direction_refresh_positions")):
+                      ("train_from_layer", "train_from_layer"), ("refresh_positions", "direction_refresh_positions"),
+                      ("refresh_layers", "direction_refresh_layers")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
     if args.delta_scale is not None:

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from drtk.interventions import unit
+from drtk.interventions import layer_bases, unit
 from drtk.training.loop import Callback
 
 
@@ -49,7 +49,7 @@ class RefusalProbe(Callback):
         layer = self.layer if self.layer is not None else (trainer.provider.layer if trainer.provider else None)
         if layer is None:
             layer = trainer.model.n_layers // 2
-        r = unit(r if r.ndim == 1 else r[layer]).to(trainer.model.device)
+        r = unit(layer_bases(r, trainer.model.n_layers, trainer.model.d_model)[layer, 0]).to(trainer.model.device)
         out = {}
         for name, prompts in (("probe_harmful", self.harmful), ("probe_harmless", self.harmless)):
             acts = collect_post_instruction(trainer.model, prompts, n_post=1)[0, layer]

@@ -101,9 +101,12 @@ class TrainConfig:
         direction_per_layer_fraction: with a refresh, the share of steps that ablate each layer's own
             freshly extracted direction instead of the single one (what a per-layer attacker does).
         direction_refresh_positions: with a refresh, more post-instruction positions (negative offsets from
-            the prompt's end, e.g. ``(-5,)``) whose directions are re-extracted too; each step ablates one
-            position's direction (or its per-layer directions), drawn at random. A fresh-direction attacker
-            selects over positions as well as layers.
+            the prompt's end, e.g. ``(-5,)``) whose directions are re-extracted too.
+        direction_refresh_layers: with a refresh of a single direction, more layers to read it at (at its
+            own position and each of ``direction_refresh_positions``). With either, each step ablates the
+            refreshed direction together with one of those others, drawn at random (on per-layer steps each
+            layer's own directions at its position and a drawn one): a fresh-direction attacker selects the
+            layer and position whose direction breaks the model.
         delta_scale: path robustness against weight-delta interpolation (an attacker blending the trained
             weights back toward the starting ones, ``start + lam (W - start)``): on a share
             ``delta_scale_fraction`` of the steps, the forward and backward pass run at such a blend with
@@ -157,6 +160,7 @@ class TrainConfig:
     direction_ema: float = 0.9
     direction_per_layer_fraction: float = 0.0
     direction_refresh_positions: tuple[int, ...] = ()
+    direction_refresh_layers: tuple[int, ...] = ()
     delta_scale: "tuple[float, float] | None" = None
     delta_scale_fraction: float = 0.5
     padding_side: str = "auto"
@@ -233,11 +237,14 @@ class TrainConfig:
                 raise bad("direction_refresh_every", f"must be >= 1 or None, got {self.direction_refresh_every}")
         if not 0 <= self.direction_per_layer_fraction <= 1:
             raise bad("direction_per_layer_fraction", f"must be in [0, 1], got {self.direction_per_layer_fraction}")
-        if self.direction_refresh_positions and self.direction_refresh_every is None:
-            raise bad("direction_refresh_positions", "needs direction_refresh_every (those directions are re-extracted)")
+        for name in ("direction_refresh_positions", "direction_refresh_layers"):
+            if getattr(self, name) and self.direction_refresh_every is None:
+                raise bad(name, "needs direction_refresh_every (those directions are re-extracted)")
         if any(not isinstance(q, int) or q >= 0 for q in self.direction_refresh_positions):
             raise bad("direction_refresh_positions",
                       f"must be negative offsets from the prompt's end (-1: last token), got {self.direction_refresh_positions}")
+        if any(not isinstance(q, int) or q < 0 for q in self.direction_refresh_layers):
+            raise bad("direction_refresh_layers", f"must be layer indices >= 0, got {self.direction_refresh_layers}")
         if self.direction_per_layer_fraction > 0 and self.direction_refresh_every is None:
             raise bad("direction_per_layer_fraction", "needs direction_refresh_every (per-layer directions are re-extracted)")
         if not 0 <= self.direction_ema < 1:
@@ -301,6 +308,7 @@ class TrainConfig:
         if self.retain_layers is not None:
             d["retain_layers"] = list(self.retain_layers)
         d["direction_refresh_positions"] = list(self.direction_refresh_positions)
+        d["direction_refresh_layers"] = list(self.direction_refresh_layers)
         return d
 
     @classmethod
@@ -315,7 +323,7 @@ class TrainConfig:
             d["adam_betas"] = tuple(d["adam_betas"])
         if isinstance(d.get("lora_targets"), list):
             d["lora_targets"] = tuple(d["lora_targets"])
-        for name in ("delta_scale", "retain_layers", "direction_refresh_positions"):
+        for name in ("delta_scale", "retain_layers", "direction_refresh_positions", "direction_refresh_layers"):
             if d.get(name) is not None:
                 d[name] = tuple(d[name])
         return cls(**d)

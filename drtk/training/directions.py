@@ -60,10 +60,12 @@ class RefreshedDirection(FixedDirection):
     ``r <- unit(ema * r + (1 - ema) * unit(r_new))`` where ``r_new`` is read at the same layer and
     post-instruction ``position`` (or at every layer, for a per-layer ``(L, d)`` start).
 
-    With ``positions``, the directions read at those other post-instruction positions are refreshed too (each
-    from its first reading on, with the same EMA), and each step ablates one position's direction, drawn at
-    random: an attacker re-extracting from the defended model picks whichever position's direction breaks it,
-    not only the one the defence started from.
+    With ``positions`` and/or ``layers``, the directions read at those other post-instruction positions and
+    source layers are refreshed too (each from its first reading on, with the same EMA), and each step
+    ablates the span of the refreshed direction and *one* of them, drawn at random: shape ``(1, 2, d)``, or
+    ``(L, 2, d)`` on a per-layer step (each layer's own directions at the two positions). A fresh-direction
+    attacker selects the layer and position whose direction breaks the defended model, not only the ones
+    the defence started from; the starting position's direction stays ablated on every step.
 
     Args:
         vector: the starting direction ``(d,)`` or ``(L, d)``.
@@ -74,22 +76,17 @@ class RefreshedDirection(FixedDirection):
         per_layer_fraction: share of steps (drawn from a generator seeded by ``seed``) on which
             :meth:`current` returns every layer's own refreshed direction ``(L, d)`` instead of the single
             one, once the first refresh has produced them.
-        positions: more post-instruction positions (negative offsets, e.g. ``(-5,)``) to refresh and draw from.
+        positions: more post-instruction positions (negative offsets, e.g. ``(-5,)``) to read directions at.
+        layers: more layers to read the single direction at (with ``position`` and each of ``positions``).
     """
 
     def __init__(
         self, vector: Tensor, *, harmful: Sequence[str], harmless: Sequence[str], every: int, ema: float = 0.9,
         layer: "int | None" = None, position: int = -1, per_layer_fraction: float = 0.0, seed: int = 0,
-        positions: Sequence[int] = (),
+        positions: Sequence[int] = (), layers: Sequence[int] = (),
     ) -> None:
         super().__init__(unit(vector.detach().float()), layer)
         self.per_layer: "Tensor | None" = None
-        self.positions = tuple(p for p in dict.fromkeys(positions) if p != position)
-        if any(p >= 0 for p in self.positions):
-            raise ConfigError(f"refresh positions are negative offsets from the end of the prompt (-1: last), got {positions}")
-        # the other positions' directions (and per-layer ones), stacked in the order of ``positions``
-        self.extra: "Tensor | None" = None
-        self.extra_per_layer: "Tensor | None" = None
         self.per_layer_fraction = per_layer_fraction
         self.generator = torch.Generator().manual_seed(seed)
         if vector.ndim == 1 and layer is None:
@@ -98,8 +95,18 @@ class RefreshedDirection(FixedDirection):
             raise ConfigError("RefreshedDirection refreshes (d,) or (n_layers, d) directions, not subspaces")
         if not harmful or not harmless:
             raise DataError("RefreshedDirection needs harmful and harmless probe prompts")
+        if any(p >= 0 for p in positions):
+            raise ConfigError(f"refresh positions are negative offsets from the end of the prompt (-1: last), got {tuple(positions)}")
+        if layers and vector.ndim != 1:
+            raise ConfigError("more source layers need a single (d,) direction; per-layer directions already have every layer")
         self.harmful, self.harmless = list(harmful), list(harmless)
         self.every, self.ema, self.position = every, ema, position
+        self.positions = (position, *(p for p in dict.fromkeys(positions) if p != position))
+        sources = (layer, *(x for x in dict.fromkeys(layers) if x != layer)) if vector.ndim == 1 else (None,)
+        #: the other (position index, layer) pairs whose directions are drawn from, in the order of ``extra``
+        self.sources = [(i, x) for i in range(len(self.positions)) for x in sources if (i, x) != (0, sources[0])]
+        self.extra: "Tensor | None" = None  # (len(sources), *vector.shape)
+        self.extra_per_layer: "Tensor | None" = None  # (len(positions) - 1, L, d)
 
     @torch.no_grad()
     def after_step(self, model: Any, step: int) -> None:
@@ -107,22 +114,21 @@ class RefreshedDirection(FixedDirection):
             return
         from drtk.directions import collect_post_instruction
 
-        wanted = (self.position, *self.positions)
-        n = -min(wanted)
+        n = -min(self.positions)
         diffs = (collect_post_instruction(model, self.harmful, n_post=n)
-                 - collect_post_instruction(model, self.harmless, n_post=n))[[n + p for p in wanted]]  # (pos, layer, d)
-        diffs = diffs.to(self.vector.device)
-        new = unit(diffs[:, self.layer] if self.vector.ndim == 1 else diffs)
-        self.vector = unit(self.ema * self.vector + (1 - self.ema) * new[0])
-        if self.positions:
-            self.extra = new[1:] if self.extra is None else unit(self.ema * self.extra + (1 - self.ema) * new[1:])
+                 - collect_post_instruction(model, self.harmless, n_post=n))[[n + p for p in self.positions]]
+        diffs = diffs.to(self.vector.device)  # (position, layer, d)
+        self.vector = unit(self.ema * self.vector + (1 - self.ema) * unit(diffs[0, self.layer] if self.vector.ndim == 1
+                                                                          else diffs[0]))
+        if self.sources:
+            picked = torch.stack([diffs[i, x] if x is not None else diffs[i] for i, x in self.sources])
+            self.extra = self._blend(self.extra, unit(picked))
         if self.per_layer_fraction > 0:
             norms = diffs.norm(dim=-1, keepdim=True)
-            single = torch.stack([self.vector, *(self.extra if self.positions else ())])
-            fallback = single[:, None].expand_as(diffs) if self.vector.ndim == 1 else single
-            fresh = torch.where(norms > 0, diffs / norms.clamp(min=1e-12), fallback)  # zero rows keep the old one
+            own = self.vector if self.vector.ndim == 2 else self.vector.expand_as(diffs[0])
+            fresh = torch.where(norms > 0, diffs / norms.clamp(min=1e-12), own)  # zero rows keep the old one
             self.per_layer = self._blend(self.per_layer, fresh[0])
-            if self.positions:
+            if len(self.positions) > 1:
                 self.extra_per_layer = self._blend(self.extra_per_layer, fresh[1:])
         logger.debug("refreshed direction at step %d", step)
 
@@ -132,10 +138,16 @@ class RefreshedDirection(FixedDirection):
     def current(self) -> Tensor:
         per_layer = (self.per_layer is not None and self.per_layer_fraction > 0
                      and float(torch.rand((), generator=self.generator)) < self.per_layer_fraction)
-        i = int(torch.randint(len(self.positions) + 1, (), generator=self.generator)) if self.extra is not None else 0
-        if i == 0:
-            return self.per_layer if per_layer else self.vector
-        return self.extra_per_layer[i - 1] if per_layer else self.extra[i - 1]
+        if per_layer:
+            if self.extra_per_layer is None:
+                return self.per_layer
+            j = int(torch.randint(len(self.extra_per_layer), (), generator=self.generator))
+            return torch.stack([self.per_layer, self.extra_per_layer[j]], dim=1)  # (L, 2, d)
+        if self.extra is None:
+            return self.vector
+        j = int(torch.randint(len(self.extra), (), generator=self.generator))
+        pair = torch.stack([self.vector, self.extra[j]], dim=-2)  # (2, d) or (L, 2, d)
+        return pair[None] if pair.ndim == 2 else pair
 
     def state_dict(self) -> dict[str, Any]:
         return {"vector": self.vector, "per_layer": self.per_layer, "generator": self.generator.get_state(),

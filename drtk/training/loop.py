@@ -224,10 +224,14 @@ class Trainer:
         if cfg.direction_refresh_every is not None:
             if refresh is None:
                 raise ConfigError("TrainConfig.direction_refresh_every needs refresh_prompts=(harmful, harmless)")
+            outside = [x for x in cfg.direction_refresh_layers if x >= self.model.n_layers]
+            if outside:
+                raise ConfigError(f"TrainConfig.direction_refresh_layers {outside} outside the model's {self.model.n_layers} layers")
             return RefreshedDirection(direction, harmful=refresh[0], harmless=refresh[1],
                                       every=cfg.direction_refresh_every, ema=cfg.direction_ema, layer=layer,
                                       position=position, per_layer_fraction=cfg.direction_per_layer_fraction,
-                                      seed=cfg.seed * 7919 + 3, positions=cfg.direction_refresh_positions)
+                                      seed=cfg.seed * 7919 + 3, positions=cfg.direction_refresh_positions,
+                                      layers=cfg.direction_refresh_layers)
         return FixedDirection(direction, layer)
 
     def _retain_layers(self) -> tuple[tuple[int, ...], list[int]]:

@@ -33,33 +33,48 @@ def test_per_layer_fraction_needs_refresh():
         TrainConfig.for_method("deeprefusal", direction_per_layer_fraction=0.5)
 
 
-def test_refresh_positions_need_a_refresh_and_negative_offsets():
+def test_refresh_positions_and_layers_need_a_refresh_and_valid_indices():
     with pytest.raises(ConfigError, match="direction_refresh_positions"):
         TrainConfig.for_method("deeprefusal", direction_refresh_positions=(-2,))
+    with pytest.raises(ConfigError, match="direction_refresh_layers"):
+        TrainConfig.for_method("deeprefusal", direction_refresh_layers=(1,))
     with pytest.raises(ConfigError, match="negative offsets"):
         TrainConfig.for_method("adaptive", direction_refresh_positions=(2,))
+    with pytest.raises(ConfigError, match="layer indices"):
+        TrainConfig.for_method("adaptive", direction_refresh_layers=(-1,))
+    model = load_model("drtk-tiny-chat")
+    with pytest.raises(ConfigError, match="outside the model's 3 layers"):
+        Trainer(model, _data(), _adaptive(direction_refresh_layers=(3,)), direction=_direction(model),
+                refresh_prompts=(HARMFUL, BENIGN))
 
 
-def test_refresh_positions_draw_each_positions_own_direction():
+def test_refresh_sources_pair_the_refreshed_direction_with_a_drawn_other():
     from drtk.directions import collect_post_instruction
     from drtk.interventions import unit
 
     model = load_model("drtk-tiny-chat")
-    start = _direction(model)
+    start = _direction(model)  # layer 1, position -1
     provider = RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=1, ema=0.5, layer=1,
-                                  per_layer_fraction=0.5, positions=(-2, -1, -2))
-    assert provider.positions == (-2,)  # the direction's own position and repeats dropped
+                                  per_layer_fraction=0.5, positions=(-2, -1, -2), layers=(2, 1))
+    assert provider.positions == (-1, -2)  # its own first, repeats dropped
+    assert provider.sources == [(0, 2), (1, 1), (1, 2)]  # every (position, layer) but its own
     assert all(torch.equal(provider.current(), provider.vector) for _ in range(5))  # nothing refreshed yet
     provider.after_step(model, 0)
     diff = collect_post_instruction(model, HARMFUL, n_post=2) - collect_post_instruction(model, BENIGN, n_post=2)
-    assert torch.allclose(provider.extra, unit(diff[0, 1])[None], atol=1e-5)  # position -2's own reading
     assert torch.allclose(provider.vector, unit(0.5 * unit(start.vector) + 0.5 * unit(diff[1, 1])), atol=1e-5)
+    want = unit(torch.stack([diff[1, 2], diff[0, 1], diff[0, 2]]))  # each source's own first reading
+    assert torch.allclose(provider.extra, want, atol=1e-5)
     assert torch.allclose(provider.extra_per_layer[0, 1:], unit(diff[0, 1:]), atol=1e-5)
-    assert torch.equal(provider.extra_per_layer[0, 0], provider.extra[0])  # no difference at the embedding: kept
-    drawn = [provider.current() for _ in range(60)]
-    for want in (provider.vector, provider.extra[0], provider.per_layer, provider.extra_per_layer[0]):
-        assert any(d.shape == want.shape and torch.equal(d, want) for d in drawn)
-    again = RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=1, layer=1, positions=(-2,))
+    assert torch.equal(provider.extra_per_layer[0, 0], provider.vector)  # no difference at the embedding: kept
+    drawn = [provider.current() for _ in range(80)]
+    singles = [d for d in drawn if d.shape == (1, 2, 40)]
+    assert all(torch.equal(d[0, 0], provider.vector) for d in singles)  # the refreshed direction every step
+    assert {int(torch.argmax(torch.stack([(d[0, 1] == e).all() for e in provider.extra]).int())) for d in singles} == {0, 1, 2}
+    layered = [d for d in drawn if d.shape == (3, 2, 40)]
+    assert layered and all(torch.equal(d[:, 0], provider.per_layer) and torch.equal(d[:, 1], provider.extra_per_layer[0])
+                           for d in layered)
+    again = RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=1, layer=1, positions=(-2,),
+                               layers=(2,))
     again.load_state_dict(provider.state_dict())
     assert torch.equal(again.extra, provider.extra) and torch.equal(again.extra_per_layer, provider.extra_per_layer)
     with pytest.raises(ConfigError, match="negative offsets"):
@@ -81,9 +96,9 @@ def test_adaptive_run_mixes_refreshed_directions():
     assert trainer.history["ablation_rate"].mean() > 0.3
 
 
-@pytest.mark.parametrize("positions", [(), (-2,)])
-def test_adaptive_resume_equals_uninterrupted(tmp_path, positions):
-    cfg = _adaptive(direction_refresh_positions=positions)
+@pytest.mark.parametrize("sources", [{}, {"direction_refresh_positions": (-2,), "direction_refresh_layers": (2,)}])
+def test_adaptive_resume_equals_uninterrupted(tmp_path, sources):
+    cfg = _adaptive(**sources)
     full = load_model("drtk-tiny-chat")
     Trainer(full, _data(), cfg, direction=_direction(full), refresh_prompts=(HARMFUL, BENIGN),
             checkpoint_dir=tmp_path / "a").train()

@@ -102,16 +102,18 @@ def run(args: argparse.Namespace) -> int:
             save_figure(over_refusal_vs_shift(table), figures, "over_refusal_vs_shift")
         by_prompt.to_csv(args.out / "over_refusal_by_prompt.csv", index=False)
     table.to_csv(args.out / "comparison.csv", index=False)
-    kinds = []
+    kind_counts, kind_prompts = [], []
     for attack in listed:
         try:
-            kinds.append(successes_by_kind(paths, attack))
+            c, p = successes_by_kind(paths, attack)
         except DataError as err:
             logger.info("no breakdown of %s's successes: %s", attack, err)
-    if kinds:
-        pd.concat([k for k, _ in kinds]).to_csv(args.out / "successes.csv", index=False)
-        pd.concat([p.assign(attack=k["attack"].iloc[0]) for k, p in kinds]).to_csv(
-            args.out / "successes_by_prompt.csv", index=False)
+            continue
+        kind_counts.append(c)
+        kind_prompts.append(p.assign(attack=attack))
+    if kind_counts:
+        pd.concat(kind_counts).to_csv(args.out / "successes.csv", index=False)
+        pd.concat(kind_prompts).to_csv(args.out / "successes_by_prompt.csv", index=False)
     save_figure(tradeoff_panels(table, decisive), figures, "tradeoff")
     save_figure(asr_vs_over_refusal(shown, attacks=decisive), figures, "asr_vs_over_refusal")
     save_figure(asr_before_after(shown, title="Attack success per run (95% Wilson intervals)"), figures, "asr_bars")

@@ -111,7 +111,8 @@ def _verdicts_by_prompt(folders: Mapping[str, "str | Path"], keep: Any, what: st
 
 
 def _by_prompt(rows: dict[str, dict], keys: list, cell: Any, count: str) -> pd.DataFrame:
-    """One row per prompt, one column per run holding ``cell(row)``; ``count`` runs where it is truthy, most first."""
+    """One row per prompt, one column per run holding ``cell`` of the run's value for it; ``count`` runs where
+    that is truthy, most first."""
     table = pd.DataFrame([{"set": s, "prompt": q, **{label: cell(v[(s, q)]) for label, v in rows.items()}}
                           for s, q in keys])
     table[count] = sum(table[label].map(bool) for label in rows)
@@ -163,7 +164,7 @@ def successes_by_kind(folders: Mapping[str, "str | Path"], attack: str) -> tuple
     counts = pd.DataFrame([{"run": label, "attack": attack, "n": len(k), "succeeded": sum(x is not None for x in k.values()),
                             **{kind: sum(x == kind for x in k.values()) for kind in ("incoherent", "short", "other")}}
                            for label, k in kinds.items()])
-    return counts, _by_prompt(rows, keys, lambda r: success_kind(r) or "", "succeeded_by").drop(columns="set")
+    return counts, _by_prompt(kinds, keys, lambda kind: kind or "", "succeeded_by").drop(columns="set")
 
 
 def spread_table(table: pd.DataFrame) -> pd.DataFrame:

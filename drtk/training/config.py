@@ -237,7 +237,7 @@ class TrainConfig:
                 raise bad("direction_refresh_every", f"must be >= 1 or None, got {self.direction_refresh_every}")
         if not 0 <= self.direction_per_layer_fraction <= 1:
             raise bad("direction_per_layer_fraction", f"must be in [0, 1], got {self.direction_per_layer_fraction}")
-        for name in ("direction_refresh_positions", "direction_refresh_layers"):
+        for name in ("direction_per_layer_fraction", "direction_refresh_positions", "direction_refresh_layers"):
             if getattr(self, name) and self.direction_refresh_every is None:
                 raise bad(name, "needs direction_refresh_every (those directions are re-extracted)")
         if any(not isinstance(q, int) or q >= 0 for q in self.direction_refresh_positions):
@@ -245,8 +245,6 @@ class TrainConfig:
                       f"must be negative offsets from the prompt's end (-1: last token), got {self.direction_refresh_positions}")
         if any(not isinstance(q, int) or q < 0 for q in self.direction_refresh_layers):
             raise bad("direction_refresh_layers", f"must be layer indices >= 0, got {self.direction_refresh_layers}")
-        if self.direction_per_layer_fraction > 0 and self.direction_refresh_every is None:
-            raise bad("direction_per_layer_fraction", "needs direction_refresh_every (per-layer directions are re-extracted)")
         if not 0 <= self.direction_ema < 1:
             raise bad("direction_ema", f"must be in [0, 1), got {self.direction_ema}")
         if self.delta_scale is not None:

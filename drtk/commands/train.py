@@ -108,6 +108,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--refresh-layers", type=_layers, default=None,
                    help="with a refreshed direction: more layers to read it at, e.g. 15,17,19,21 (with --refresh-positions "
                         "at each position); drawn as above")
+    p.add_argument("--select-every", type=int, default=None,
+                   help="with a refreshed direction: every N steps select a direction on the model being trained as the "
+                        "fresh-direction attacker does, and ablate it beside the refreshed one (default: off)")
     p.add_argument("--refusal-text", default=None,
                    help="one refusal for every harmful prompt (default: the model's own, else shipped ones)")
     p.add_argument("--data", type=Path, default=None,
@@ -149,7 +152,7 @@ def _config(args: argparse.Namespace) -> Any:
                       ("benign_induce", "benign_induce"), ("benign_induce_coeff", "benign_induce_coeff"),
                       ("benign_induce_region", "benign_induce_region"),
                       ("train_from_layer", "train_from_layer"), ("refresh_positions", "direction_refresh_positions"),
-                      ("refresh_layers", "direction_refresh_layers")):
+                      ("refresh_layers", "direction_refresh_layers"), ("select_every", "direction_select_every")):
         if getattr(args, flag) is not None:
             over[fld] = getattr(args, flag)
     if args.delta_scale is not None:

@@ -106,10 +106,21 @@ def _recipe(method: str) -> list[str]:
 
 def _train_key(common: dict[str, Any], method: str) -> dict[str, Any]:
     """A training stage's cache key: its flags and the method's defaults, so a drtk whose defaults for the
-    method changed trains the stage again instead of reusing a model trained by another recipe."""
+    method changed trains the stage again instead of reusing a model trained by another recipe. Options at
+    an off value are left out, so a drtk that only adds options (off by default) keeps the stage."""
     from drtk.training import TrainConfig
 
-    return {**common, "recipe": _recipe(method), "defaults": TrainConfig.for_method(method).to_dict()}
+    return {**common, "recipe": _recipe(method), "defaults": _set_options(TrainConfig.for_method(method).to_dict())}
+
+
+def _set_options(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` without the entries at an off value (None, zero, False, empty), nested dicts included."""
+    out = {}
+    for k, v in d.items():
+        v = _set_options(v) if isinstance(v, dict) else v
+        if not (v is None or v is False or (isinstance(v, (int, float)) and v == 0) or v in ((), [], {})):
+            out[k] = v
+    return out
 
 
 def _cli(args: list[str], *, static_figures: bool = True) -> None:

@@ -107,6 +107,11 @@ class TrainConfig:
             refreshed direction together with one of those others, drawn at random (on per-layer steps each
             layer's own directions at its position and a drawn one): a fresh-direction attacker selects the
             layer and position whose direction breaks the model.
+        direction_select_every: with a refresh, every N steps select a direction on the training model the way
+            the fresh-direction attacker does (the lowest first-token refusal score under ablation among the
+            best-separating candidates over every post-instruction position and eligible layer), and ablate
+            it beside the refreshed direction until the next selection (drawn among the others when
+            ``direction_refresh_positions`` or ``direction_refresh_layers`` are set too). None: off.
         delta_scale: path robustness against weight-delta interpolation (an attacker blending the trained
             weights back toward the starting ones, ``start + lam (W - start)``): on a share
             ``delta_scale_fraction`` of the steps, the forward and backward pass run at such a blend with
@@ -161,6 +166,7 @@ class TrainConfig:
     direction_per_layer_fraction: float = 0.0
     direction_refresh_positions: tuple[int, ...] = ()
     direction_refresh_layers: tuple[int, ...] = ()
+    direction_select_every: "int | None" = None
     delta_scale: "tuple[float, float] | None" = None
     delta_scale_fraction: float = 0.5
     padding_side: str = "auto"
@@ -237,7 +243,8 @@ class TrainConfig:
                 raise bad("direction_refresh_every", f"must be >= 1 or None, got {self.direction_refresh_every}")
         if not 0 <= self.direction_per_layer_fraction <= 1:
             raise bad("direction_per_layer_fraction", f"must be in [0, 1], got {self.direction_per_layer_fraction}")
-        for name in ("direction_per_layer_fraction", "direction_refresh_positions", "direction_refresh_layers"):
+        for name in ("direction_per_layer_fraction", "direction_refresh_positions", "direction_refresh_layers",
+                     "direction_select_every"):
             if getattr(self, name) and self.direction_refresh_every is None:
                 raise bad(name, "needs direction_refresh_every (those directions are re-extracted)")
         if any(not isinstance(q, int) or q >= 0 for q in self.direction_refresh_positions):
@@ -245,6 +252,8 @@ class TrainConfig:
                       f"must be negative offsets from the prompt's end (-1: last token), got {self.direction_refresh_positions}")
         if any(not isinstance(q, int) or q < 0 for q in self.direction_refresh_layers):
             raise bad("direction_refresh_layers", f"must be layer indices >= 0, got {self.direction_refresh_layers}")
+        if self.direction_select_every is not None and self.direction_select_every < 1:
+            raise bad("direction_select_every", f"must be >= 1 or None, got {self.direction_select_every}")
         if not 0 <= self.direction_ema < 1:
             raise bad("direction_ema", f"must be in [0, 1), got {self.direction_ema}")
         if self.delta_scale is not None:

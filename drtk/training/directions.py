@@ -78,12 +78,20 @@ class RefreshedDirection(FixedDirection):
             one, once the first refresh has produced them.
         positions: more post-instruction positions (negative offsets, e.g. ``(-5,)``) to read directions at.
         layers: more layers to read the single direction at (with ``position`` and each of ``positions``).
+        select_every: every this many steps, select a direction on the training model as the fresh-direction
+            attacker does (:func:`drtk.directions.select_direction` over every position and eligible layer:
+            the lowest first-token refusal score under its ablation, on half the probe prompts, candidates
+            fitted on the other half); until the next selection each step ablates the span of the refreshed
+            direction and the selected one (with ``positions`` or ``layers``, the selected one is drawn among
+            the others; a selection at the refreshed direction's own site adds nothing). None: off.
+        select_top: candidates (the best-separating) scored at each selection.
     """
 
     def __init__(
         self, vector: Tensor, *, harmful: Sequence[str], harmless: Sequence[str], every: int, ema: float = 0.9,
         layer: "int | None" = None, position: int = -1, per_layer_fraction: float = 0.0, seed: int = 0,
-        positions: Sequence[int] = (), layers: Sequence[int] = (),
+        positions: Sequence[int] = (), layers: Sequence[int] = (), select_every: "int | None" = None,
+        select_top: int = 8,
     ) -> None:
         super().__init__(unit(vector.detach().float()), layer)
         self.per_layer: "Tensor | None" = None
@@ -107,9 +115,18 @@ class RefreshedDirection(FixedDirection):
         self.sources = [(i, x) for i in range(len(self.positions)) for x in sources if (i, x) != (0, sources[0])]
         self.extra: "Tensor | None" = None  # (len(sources), *vector.shape)
         self.extra_per_layer: "Tensor | None" = None  # (len(positions) - 1, L, d)
+        if select_every is not None and (select_every < 1 or len(self.harmful) < 2 or len(self.harmless) < 2):
+            raise ConfigError(f"selection needs select_every >= 1 and at least 2 probe prompts per side, got "
+                              f"{select_every} with {len(self.harmful)} / {len(self.harmless)}")
+        self.select_every, self.select_top = select_every, select_top
+        self.selected: "Tensor | None" = None  # (d,): the attacker's pick at the last selection
+        self.selected_site: "tuple[int, int] | None" = None  # its (layer, position)
+        self.refusal_tokens: "dict[str, Any] | None" = None  # found at the first selection, kept for resume
 
     @torch.no_grad()
     def after_step(self, model: Any, step: int) -> None:
+        if self.select_every is not None and (step + 1) % self.select_every == 0:
+            self._select(model)
         if (step + 1) % self.every:
             return
         from drtk.directions import collect_post_instruction
@@ -132,6 +149,23 @@ class RefreshedDirection(FixedDirection):
                 self.extra_per_layer = self._blend(self.extra_per_layer, fresh[1:])
         logger.debug("refreshed direction at step %d", step)
 
+    def _select(self, model: Any) -> None:
+        """Pick the direction a fresh-direction attacker would pick on ``model`` now."""
+        from drtk.directions import (RefusalTokens, SelectionConfig, compute_candidates, find_refusal_tokens,
+                                     select_direction)
+
+        fit_h, val_h, fit_b, val_b = self.harmful[::2], self.harmful[1::2], self.harmless[::2], self.harmless[1::2]
+        if self.refusal_tokens is None:
+            self.refusal_tokens = vars(find_refusal_tokens(model, val_h, val_b))
+        tokens = RefusalTokens(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.refusal_tokens.items()})
+        cands = compute_candidates(model, fit_h, fit_b)
+        picked = select_direction(model, cands, val_h, val_b, refusal_tokens=tokens,
+                                  config=SelectionConfig(top_k=self.select_top, verify_top=0)).direction
+        site = (int(picked.layer), int(picked.position))
+        if site != self.selected_site:
+            logger.info("the attacker's direction is now at layer %d, position %d", *site)
+        self.selected, self.selected_site = unit(picked.vector.float()).to(self.vector.device), site
+
     def _blend(self, old: "Tensor | None", fresh: Tensor) -> Tensor:
         return fresh if old is None else unit(self.ema * old + (1 - self.ema) * fresh)
 
@@ -143,19 +177,27 @@ class RefreshedDirection(FixedDirection):
                 return self.per_layer
             j = int(torch.randint(len(self.extra_per_layer), (), generator=self.generator))
             return torch.stack([self.per_layer, self.extra_per_layer[j]], dim=1)  # (L, 2, d)
-        if self.extra is None:
+        own_site = self.selected_site == (self.layer, self.position)  # the refreshed direction covers it
+        picked = None if self.selected is None or own_site else self.selected.expand_as(self.vector)[None]
+        partners = [t for t in (self.extra, picked) if t is not None]
+        if not partners:
             return self.vector
-        j = int(torch.randint(len(self.extra), (), generator=self.generator))
-        pair = torch.stack([self.vector, self.extra[j]], dim=-2)  # (2, d) or (L, 2, d)
+        partner = torch.cat(partners)
+        j = int(torch.randint(len(partner), (), generator=self.generator))
+        pair = torch.stack([self.vector, partner[j]], dim=-2)  # (2, d) or (L, 2, d)
         return pair[None] if pair.ndim == 2 else pair
 
     def state_dict(self) -> dict[str, Any]:
         return {"vector": self.vector, "per_layer": self.per_layer, "generator": self.generator.get_state(),
-                "extra": self.extra, "extra_per_layer": self.extra_per_layer}
+                "extra": self.extra, "extra_per_layer": self.extra_per_layer, "selected": self.selected,
+                "selected_site": None if self.selected_site is None else list(self.selected_site),
+                "refusal_tokens": self.refusal_tokens}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.vector = state["vector"].float()
         self.per_layer = state.get("per_layer")
         self.extra, self.extra_per_layer = state.get("extra"), state.get("extra_per_layer")
+        self.selected, self.refusal_tokens = state.get("selected"), state.get("refusal_tokens")
+        self.selected_site = tuple(state["selected_site"]) if state.get("selected_site") is not None else None
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])

@@ -231,7 +231,7 @@ class Trainer:
                                       every=cfg.direction_refresh_every, ema=cfg.direction_ema, layer=layer,
                                       position=position, per_layer_fraction=cfg.direction_per_layer_fraction,
                                       seed=cfg.seed * 7919 + 3, positions=cfg.direction_refresh_positions,
-                                      layers=cfg.direction_refresh_layers)
+                                      layers=cfg.direction_refresh_layers, select_every=cfg.direction_select_every)
         return FixedDirection(direction, layer)
 
     def _retain_layers(self) -> tuple[tuple[int, ...], list[int]]:
@@ -583,6 +583,8 @@ class Trainer:
                                                                      (3, "retain_projection", cfg.retain_projection),
                                                                      (4, "benign_induced", cfg.benign_induce))
                if on and stats[1, 0] > 0},
+            **({"selected_layer": site[0], "selected_position": site[1]}  # where the attacker would ablate now
+               if (site := getattr(self.provider, "selected_site", None)) is not None else {}),
             "step_time": time.perf_counter() - t0,
         }
 

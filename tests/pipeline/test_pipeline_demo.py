@@ -77,3 +77,6 @@ def test_training_stage_keys_follow_the_methods_defaults(monkeypatch):
     monkeypatch.setattr(TrainConfig, "for_method", classmethod(changed))
     assert demo._train_key({"size": "full"}, "adaptive") != before["adaptive"]
     assert demo._train_key({"size": "full"}, "refusal") == before["refusal"]
+    plain = TrainConfig.to_dict  # a drtk with one more option, off by default: the stages are kept
+    monkeypatch.setattr(TrainConfig, "to_dict", lambda self: {**plain(self), "new_option": None, "new_weight": 0.0})
+    assert demo._train_key({"size": "full"}, "refusal") == before["refusal"]

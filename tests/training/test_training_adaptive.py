@@ -42,6 +42,10 @@ def test_refresh_positions_and_layers_need_a_refresh_and_valid_indices():
         TrainConfig.for_method("adaptive", direction_refresh_positions=(2,))
     with pytest.raises(ConfigError, match="layer indices"):
         TrainConfig.for_method("adaptive", direction_refresh_layers=(-1,))
+    with pytest.raises(ConfigError, match="direction_select_every needs direction_refresh_every"):
+        TrainConfig.for_method("deeprefusal", direction_select_every=4)
+    with pytest.raises(ConfigError, match="direction_select_every must be >= 1"):
+        TrainConfig.for_method("adaptive", direction_select_every=0)
     model = load_model("drtk-tiny-chat")
     with pytest.raises(ConfigError, match="outside the model's 3 layers"):
         Trainer(model, _data(), _adaptive(direction_refresh_layers=(3,)), direction=_direction(model),
@@ -81,6 +85,37 @@ def test_refresh_sources_pair_the_refreshed_direction_with_a_drawn_other():
         RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=1, layer=1, positions=(0,))
 
 
+def test_selection_ablates_what_the_attacker_would_select_beside_the_refreshed_direction():
+    from drtk.directions import (RefusalTokens, SelectionConfig, compute_candidates, find_refusal_tokens,
+                                 select_direction)
+    from drtk.interventions import unit
+
+    model = load_model("drtk-tiny-chat")
+    start = _direction(model)
+    provider = RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=3, layer=1, select_every=2)
+    provider.after_step(model, 0)
+    assert provider.selected is None and torch.equal(provider.current(), provider.vector)  # nothing selected yet
+    provider.after_step(model, 1)
+    tokens = find_refusal_tokens(model, HARMFUL[1::2], BENIGN[1::2])
+    want = select_direction(model, compute_candidates(model, HARMFUL[::2], BENIGN[::2]), HARMFUL[1::2], BENIGN[1::2],
+                            refusal_tokens=tokens, config=SelectionConfig(top_k=8, verify_top=0)).direction
+    assert provider.selected_site == (want.layer, want.position)
+    assert torch.allclose(provider.selected, unit(want.vector), atol=1e-6)
+    assert torch.equal(provider.vector, unit(start.vector))  # the refresh keeps its own period (3)
+    for _ in range(5):
+        pair = provider.current()
+        assert pair.shape == (1, 2, 40) and torch.equal(pair[0, 0], provider.vector)
+        assert torch.equal(pair[0, 1], provider.selected)
+    again = RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=3, layer=1, select_every=2)
+    again.load_state_dict(provider.state_dict())
+    assert again.selected_site == provider.selected_site and torch.equal(again.selected, provider.selected)
+    assert RefusalTokens(**again.refusal_tokens) == tokens
+    again.selected_site = (1, -1)  # the refreshed direction's own site: nothing to pair with
+    assert torch.equal(again.current(), again.vector)
+    with pytest.raises(ConfigError, match="at least 2 probe prompts"):
+        RefreshedDirection(start.vector, harmful=HARMFUL[:1], harmless=BENIGN, every=3, layer=1, select_every=2)
+
+
 def test_adaptive_run_mixes_refreshed_directions():
     model = load_model("drtk-tiny-chat")
     trainer = Trainer(model, _data(), _adaptive(direction_per_layer_fraction=1.0), direction=_direction(model),
@@ -96,7 +131,8 @@ def test_adaptive_run_mixes_refreshed_directions():
     assert trainer.history["ablation_rate"].mean() > 0.3
 
 
-@pytest.mark.parametrize("sources", [{}, {"direction_refresh_positions": (-2,), "direction_refresh_layers": (2,)}])
+@pytest.mark.parametrize("sources", [{}, {"direction_refresh_positions": (-2,), "direction_refresh_layers": (2,)},
+                                     {"direction_select_every": 2}])
 def test_adaptive_resume_equals_uninterrupted(tmp_path, sources):
     cfg = _adaptive(**sources)
     full = load_model("drtk-tiny-chat")
@@ -108,8 +144,10 @@ def test_adaptive_resume_equals_uninterrupted(tmp_path, sources):
         Trainer(killed, _data(), cfg, direction=_direction(killed), refresh_prompts=(HARMFUL, BENIGN),
                 checkpoint_dir=tmp_path / "b", callbacks=[Kill(3)]).train()
     resumed = load_model("drtk-tiny-chat")
-    Trainer(resumed, _data(), cfg, direction=_direction(resumed), refresh_prompts=(HARMFUL, BENIGN),
-            checkpoint_dir=tmp_path / "b").train(resume=True)
+    history = Trainer(resumed, _data(), cfg, direction=_direction(resumed), refresh_prompts=(HARMFUL, BENIGN),
+                      checkpoint_dir=tmp_path / "b").train(resume=True).history
+    if "direction_select_every" in sources:  # the selected site is in the history from the first selection on
+        assert history["selected_layer"].isna().tolist() == [True] + [False] * (len(history) - 1)
     got = _trainable(resumed)
     for name in want:
         assert torch.equal(want[name], got[name]), name

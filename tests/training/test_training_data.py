@@ -368,8 +368,9 @@ def test_train_flags_reach_the_config(tmp_path):
     assert (deep.transition_weight, deep.data.recovery_tokens) == (1.0, (10, 60))
     assert TrainConfig.for_method("adaptive").data.recovery_tokens == (5, 40)  # the method's own range otherwise
     where = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--refresh-positions=-5,-3",
-                                               "--refresh-layers", "17,21", "--out", str(tmp_path)]))
+                                               "--refresh-layers", "17,21", "--select-every", "8", "--out", str(tmp_path)]))
     assert (where.direction_refresh_positions, where.direction_refresh_layers) == ((-5, -3), (17, 21))
+    assert where.direction_select_every == 8
     assert TrainConfig.from_dict(where.to_dict()) == where
     lead = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--region-lead",
                                               "post", "--out", str(tmp_path)])).schedule

@@ -121,7 +121,7 @@ class RefreshedDirection(FixedDirection):
         self.select_every, self.select_top = select_every, select_top
         self.selected: "Tensor | None" = None  # (d,): the attacker's pick at the last selection
         self.selected_site: "tuple[int, int] | None" = None  # its (layer, position)
-        self.refusal_tokens: "dict[str, Any] | None" = None  # found at the first selection, kept for resume
+        self.refusal_tokens: Any = None  # a RefusalTokens, found at the first selection, kept for resume
 
     @torch.no_grad()
     def after_step(self, model: Any, step: int) -> None:
@@ -151,15 +151,13 @@ class RefreshedDirection(FixedDirection):
 
     def _select(self, model: Any) -> None:
         """Pick the direction a fresh-direction attacker would pick on ``model`` now."""
-        from drtk.directions import (RefusalTokens, SelectionConfig, compute_candidates, find_refusal_tokens,
-                                     select_direction)
+        from drtk.directions import SelectionConfig, compute_candidates, find_refusal_tokens, select_direction
 
         fit_h, val_h, fit_b, val_b = self.harmful[::2], self.harmful[1::2], self.harmless[::2], self.harmless[1::2]
         if self.refusal_tokens is None:
-            self.refusal_tokens = vars(find_refusal_tokens(model, val_h, val_b))
-        tokens = RefusalTokens(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.refusal_tokens.items()})
+            self.refusal_tokens = find_refusal_tokens(model, val_h, val_b)
         cands = compute_candidates(model, fit_h, fit_b)
-        picked = select_direction(model, cands, val_h, val_b, refusal_tokens=tokens,
+        picked = select_direction(model, cands, val_h, val_b, refusal_tokens=self.refusal_tokens,
                                   config=SelectionConfig(top_k=self.select_top, verify_top=0)).direction
         site = (int(picked.layer), int(picked.position))
         if site != self.selected_site:
@@ -191,13 +189,16 @@ class RefreshedDirection(FixedDirection):
         return {"vector": self.vector, "per_layer": self.per_layer, "generator": self.generator.get_state(),
                 "extra": self.extra, "extra_per_layer": self.extra_per_layer, "selected": self.selected,
                 "selected_site": None if self.selected_site is None else list(self.selected_site),
-                "refusal_tokens": self.refusal_tokens}
+                "refusal_tokens": None if self.refusal_tokens is None else vars(self.refusal_tokens)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.vector = state["vector"].float()
         self.per_layer = state.get("per_layer")
         self.extra, self.extra_per_layer = state.get("extra"), state.get("extra_per_layer")
-        self.selected, self.refusal_tokens = state.get("selected"), state.get("refusal_tokens")
+        from drtk.directions import RefusalTokens
+
+        self.selected, tokens = state.get("selected"), state.get("refusal_tokens")
+        self.refusal_tokens = None if tokens is None else RefusalTokens(**tokens)
         self.selected_site = tuple(state["selected_site"]) if state.get("selected_site") is not None else None
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])

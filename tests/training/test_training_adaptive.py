@@ -86,8 +86,7 @@ def test_refresh_sources_pair_the_refreshed_direction_with_a_drawn_other():
 
 
 def test_selection_ablates_what_the_attacker_would_select_beside_the_refreshed_direction():
-    from drtk.directions import (RefusalTokens, SelectionConfig, compute_candidates, find_refusal_tokens,
-                                 select_direction)
+    from drtk.directions import SelectionConfig, compute_candidates, find_refusal_tokens, select_direction
     from drtk.interventions import unit
 
     model = load_model("drtk-tiny-chat")
@@ -109,7 +108,7 @@ def test_selection_ablates_what_the_attacker_would_select_beside_the_refreshed_d
     again = RefreshedDirection(start.vector, harmful=HARMFUL, harmless=BENIGN, every=3, layer=1, select_every=2)
     again.load_state_dict(provider.state_dict())
     assert again.selected_site == provider.selected_site and torch.equal(again.selected, provider.selected)
-    assert RefusalTokens(**again.refusal_tokens) == tokens
+    assert again.refusal_tokens == tokens
     again.selected_site = (1, -1)  # the refreshed direction's own site: nothing to pair with
     assert torch.equal(again.current(), again.vector)
     with pytest.raises(ConfigError, match="at least 2 probe prompts"):

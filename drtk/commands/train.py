@@ -57,8 +57,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--train-from-layer", type=int, default=None,
                    help="train only blocks L and up (the embedding and lower blocks stay frozen)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--lora", dest="lora", action="store_true", default=None, help="LoRA adapters (default)")
-    mode.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
+    mode.add_argument("--lora", dest="lora", action="store_true", default=None, help="LoRA adapters (default, but for adaptive)")
+    mode.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning (adaptive's default)")
     p.add_argument("--p-site", type=float, default=None, help="per-site ablation probability (paper's Q)")
     p.add_argument("--p-token", type=float, default=None, help="per-token ablation probability (paper's M)")
     p.add_argument("--region", choices=("response", "prompt", "all"), default=None, help="tokens that may be ablated")
@@ -130,13 +130,17 @@ def _config(args: argparse.Namespace) -> Any:
     from drtk.training import TrainConfig
 
     saved = args.out / "config.json"
-    if args.resume and saved.exists() and args.config is None:  # the run's own config; flags may extend it
-        base = TrainConfig.from_dict(json.loads(saved.read_text())["train"])
-    else:
-        base = TrainConfig.for_method(args.method)
+    d = None
     if args.config is not None:
         d = json.loads(args.config.read_text())
         d = d.get("train", d)
+    if args.resume and saved.exists() and d is None:  # the run's own config; flags may extend it
+        base = TrainConfig.from_dict(json.loads(saved.read_text())["train"])
+    else:
+        # adapters or full fine-tuning chosen first (flag, then file), so the method's rate for that kind applies
+        lora = args.lora if args.lora is not None else (d or {}).get("lora")
+        base = TrainConfig.for_method(args.method, **({} if lora is None else {"lora": lora}))
+    if d is not None:
         base = TrainConfig.from_dict({**base.to_dict(), **d, "method": args.method})
     over: dict[str, Any] = {}
     for flag, fld in (("steps", "steps"), ("batch_size", "batch_size"), ("micro_batch_size", "micro_batch_size"),

@@ -367,6 +367,20 @@ def test_train_flags_reach_the_config(tmp_path):
                                               "--recovery-tokens", "10", "60", "--out", str(tmp_path)]))
     assert (deep.transition_weight, deep.data.recovery_tokens) == (1.0, (10, 60))
     assert TrainConfig.for_method("adaptive").data.recovery_tokens == (5, 40)  # the method's own range otherwise
+    # the method name alone is the measured recipe: the demo's adaptive stage, whose flags spell it out
+    from drtk.pipeline.demo import SIZES, _recipe
+
+    bare = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--out", str(tmp_path)]))
+    staged = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--steps",
+                                                str(SIZES["full"].train_steps), *_recipe("adaptive"), "--out", str(tmp_path)]))
+    assert bare == staged and not bare.lora and bare.data.borderline_repeat == 2
+    adapters = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--lora",
+                                                  "--out", str(tmp_path)]))
+    assert adapters.lora and adapters.resolved_lr == 2e-4  # LoRA's own rate, not the full fine-tuning one
+    (tmp_path / "lora.json").write_text('{"lora": true}')
+    filed = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--config",
+                                               str(tmp_path / "lora.json"), "--out", str(tmp_path)]))
+    assert filed.lora and filed.resolved_lr == 2e-4  # the same when a config file asks for adapters
     where = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--refresh-positions=-5,-3",
                                                "--refresh-layers", "17,21", "--select-every", "8", "--out", str(tmp_path)]))
     assert (where.direction_refresh_positions, where.direction_refresh_layers) == ((-5, -3), (17, 21))

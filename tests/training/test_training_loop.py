@@ -32,6 +32,7 @@ def _cfg(method="deeprefusal", **kw):
     kw.setdefault("batch_size", 4)
     kw.setdefault("micro_batch_size", 2)
     kw.setdefault("lr", 1e-2)
+    kw.setdefault("lora", True)  # adaptive trains all weights by default; the tests train adapters
     kw.setdefault("progress", False)
     kw.setdefault("checkpoint_every", 2)
     return TrainConfig.for_method(method, **kw)

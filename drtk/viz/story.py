@@ -162,11 +162,13 @@ def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATT
     mode = "markers+text" if groups.ngroups <= 4 else "markers"  # more labels overlap: the legend names them
     for i, (config, rows) in enumerate(groups):
         x = rows[over]
+        # a label centred on a point near either edge would be cut off by its panel
+        side = "top right" if x.mean() < 0.3 else "top left" if x.mean() > 0.7 else "top center"
         for col, attack in enumerate(attacks, start=1):
             y = rows[attack]
             fig.add_trace(go.Scatter(
                 x=[x.mean()], y=[y.mean()], mode=mode, text=[f"{config} ×{len(rows)}" if len(rows) > 1 else config],
-                textposition="top center", name=config, legendgroup=config, showlegend=col == 1,
+                textposition=side, cliponaxis=False, name=config, legendgroup=config, showlegend=col == 1,
                 marker=dict(size=12, color=_color(config, i)),
                 error_x=dict(type="data", symmetric=False, array=[x.max() - x.mean()], arrayminus=[x.mean() - x.min()]),
                 error_y=dict(type="data", symmetric=False, array=[y.max() - y.mean()], arrayminus=[y.mean() - y.min()]),

@@ -90,7 +90,7 @@ SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--loss-reduction", "mean", "--be
                      "--harmful-weight", "0.65", "--borderline-repeat", "2", "--decision-tokens", "4",
                      "--decision-weight", "5", "--refusal-text", "I'm sorry, but I can't help with that.",
                      "--refusal-contrast", "2"]
-# Both defences: full fine-tuning from the aligned model with equal group weights and every borderline prompt
+# Both defences: full fine-tuning from the aligned model with equal group weights and each borderline prompt (full: 88)
 # twice over; each method keeps its own schedule (deeprefusal: the paper's p = 0.5 on response tokens and on the
 # template's post-instruction tokens before them, where the refusal is decided and the direction read; adaptive:
 # prompt and response tokens, fresh and per-layer directions, attacker steps, and half the benign rows answered

@@ -54,6 +54,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--delta-scale", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="path robustness: part of the steps run at the weights start + lam (W - start), lam ~ U(LOW, HIGH)")
     p.add_argument("--delta-scale-fraction", type=float, default=None, help="the share of those steps (default 0.5)")
+    p.add_argument("--latent-adversary", type=float, default=None,
+                   help="latent adversarial training: part of the steps train under a residual-stream perturbation found "
+                        "by gradient ascent, each token's at most this times the median residual norm (default 0: off)")
+    p.add_argument("--latent-layers", type=_layers, default=None,
+                   help="layers it may perturb, one drawn per step, e.g. 10,15,20 (default three spread layers)")
+    p.add_argument("--latent-steps", type=int, default=None, help="ascent steps per micro-batch (default 2)")
+    p.add_argument("--latent-fraction", type=float, default=None, help="the share of steps with it (default 0.5)")
+    p.add_argument("--latent-rows", choices=("all", "harmful"), default=None,
+                   help="perturb every row (benign ones toward refusing) or harmful rows only (default all)")
     p.add_argument("--train-from-layer", type=int, default=None,
                    help="train only blocks L and up (the embedding and lower blocks stay frozen)")
     mode = p.add_mutually_exclusive_group()
@@ -151,6 +160,9 @@ def _config(args: argparse.Namespace) -> Any:
                       ("refusal_contrast", "refusal_contrast"), ("refusal_contrast_depth", "refusal_contrast_depth"),
                       ("transition_weight", "transition_weight"),
                       ("delta_scale_fraction", "delta_scale_fraction"),
+                      ("latent_adversary", "latent_adversary"), ("latent_layers", "latent_adversary_layers"),
+                      ("latent_steps", "latent_adversary_steps"), ("latent_fraction", "latent_adversary_fraction"),
+                      ("latent_rows", "latent_adversary_rows"),
                       ("retain_weight", "retain_weight"), ("retain_layers", "retain_layers"),
                       ("retain_projection", "retain_projection"),
                       ("benign_induce", "benign_induce"), ("benign_induce_coeff", "benign_induce_coeff"),

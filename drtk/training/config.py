@@ -120,6 +120,20 @@ class TrainConfig:
             whose start is zero), so the trained behaviour must hold part of the way back too. None: off.
             Full fine-tuning keeps a copy of the starting trainable weights.
         delta_scale_fraction: the share of steps that run at a blend (with ``delta_scale``).
+        latent_adversary: latent adversarial training (0: off; Casper et al. 2024, Sheshadri et al. 2024): on a
+            share ``latent_adversary_fraction`` of the steps, a perturbation of the residual stream at one layer
+            (drawn from ``latent_adversary_layers``), over every real token of the rows it applies to, is found by
+            ``latent_adversary_steps`` steps of projected gradient ascent on the training loss, and the step then
+            trains under it. Each token's perturbation has an L2 norm of at most this value times the median
+            norm of the clean residual stream there (over the micro-batch's real tokens). A refusal-direction
+            attacker is one such perturbation, chosen in advance; this one is chosen against the model as it
+            is at that step, at whatever direction its refusal is weakest.
+        latent_adversary_layers: the layers (residual stream input) it may perturb; each adversarial step draws
+            one (empty: three spread over the model, ``n/3, n/2, 2n/3``).
+        latent_adversary_steps: gradient-ascent steps per micro-batch (each one forward and backward pass).
+        latent_adversary_fraction: the share of steps that train under a perturbation.
+        latent_adversary_rows: ``all`` rows (a harmful row's perturbation pushes away from its refusal, a benign
+            row's away from its answer, toward refusing) or ``harmful`` rows only.
         padding_side: ``left``, ``right`` or ``auto`` (masks and losses are right either way). ``auto`` is
             left, except under bf16 autocast: TransformerBridge casts the float32 attention mask to bf16,
             where its large negative value becomes ``-inf``, so a left-padded row's leading pad queries see
@@ -170,6 +184,11 @@ class TrainConfig:
     direction_select_every: "int | None" = None
     delta_scale: "tuple[float, float] | None" = None
     delta_scale_fraction: float = 0.5
+    latent_adversary: float = 0.0
+    latent_adversary_layers: tuple[int, ...] = ()
+    latent_adversary_steps: int = 2
+    latent_adversary_fraction: float = 0.5
+    latent_adversary_rows: str = "all"
     padding_side: str = "auto"
     mixed_precision: str = "auto"
     seed: int = 0
@@ -263,6 +282,16 @@ class TrainConfig:
                 raise bad("delta_scale", f"must be (low, high) with 0 < low <= high <= 1, got {self.delta_scale}")
         if not 0 <= self.delta_scale_fraction <= 1:
             raise bad("delta_scale_fraction", f"must be in [0, 1], got {self.delta_scale_fraction}")
+        if not self.latent_adversary >= 0:
+            raise bad("latent_adversary", f"must be >= 0 (0: off), got {self.latent_adversary}")
+        if any(not isinstance(x, int) or x < 0 for x in self.latent_adversary_layers):
+            raise bad("latent_adversary_layers", f"must be layer indices >= 0, got {self.latent_adversary_layers}")
+        if self.latent_adversary_steps < 1:
+            raise bad("latent_adversary_steps", f"must be >= 1, got {self.latent_adversary_steps}")
+        if not 0 <= self.latent_adversary_fraction <= 1:
+            raise bad("latent_adversary_fraction", f"must be in [0, 1], got {self.latent_adversary_fraction}")
+        if self.latent_adversary_rows not in ("all", "harmful"):
+            raise bad("latent_adversary_rows", f"must be 'all' or 'harmful', got {self.latent_adversary_rows!r}")
         if self.padding_side not in ("auto", "left", "right"):
             raise bad("padding_side", f"must be auto, left or right, got {self.padding_side!r}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
@@ -328,6 +357,7 @@ class TrainConfig:
             d["retain_layers"] = list(self.retain_layers)
         d["direction_refresh_positions"] = list(self.direction_refresh_positions)
         d["direction_refresh_layers"] = list(self.direction_refresh_layers)
+        d["latent_adversary_layers"] = list(self.latent_adversary_layers)
         return d
 
     @classmethod
@@ -342,7 +372,8 @@ class TrainConfig:
             d["adam_betas"] = tuple(d["adam_betas"])
         if isinstance(d.get("lora_targets"), list):
             d["lora_targets"] = tuple(d["lora_targets"])
-        for name in ("delta_scale", "retain_layers", "direction_refresh_positions", "direction_refresh_layers"):
+        for name in ("delta_scale", "retain_layers", "direction_refresh_positions", "direction_refresh_layers",
+                     "latent_adversary_layers"):
             if d.get(name) is not None:
                 d[name] = tuple(d[name])
         return cls(**d)

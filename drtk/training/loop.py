@@ -197,6 +197,7 @@ class Trainer:
         self.peft_model = self._setup_params()
         self.params = [p for p in model.hf.parameters() if p.requires_grad]
         self._blend_start = self._delta_start()
+        self.latent_layers = self._latent_layers()
         self.optimizer = torch.optim.AdamW(self.params, lr=config.resolved_lr, betas=config.adam_betas,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
@@ -442,6 +443,69 @@ class Trainer:
                 if p.grad is not None:
                     p.grad.mul_(lam)
 
+    # -- latent adversary ----------------------------------------------------------------------------
+    def _latent_layers(self) -> tuple[int, ...]:
+        """The layers a latent adversary may perturb (``latent_adversary_layers``, default three spread)."""
+        cfg, n = self.config, self.model.n_layers
+        if not cfg.latent_adversary:
+            return ()
+        layers = cfg.latent_adversary_layers or tuple(sorted({n // 3, n // 2, 2 * n // 3}))
+        for layer in layers:
+            self.model.check_site(Site(layer, "resid_pre"))
+        return layers
+
+    def latent_layer(self, step: int) -> "int | None":
+        """The layer ``step`` perturbs, or None for a step without the latent adversary; a pure function of
+        (seed, step), so a resumed run draws the same."""
+        if not self.latent_layers:
+            return None
+        g = torch.Generator().manual_seed(self.config.seed * 32452843 + step * 2 + 1)
+        u = torch.rand(2, generator=g)
+        if float(u[0]) >= self.config.latent_adversary_fraction:
+            return None
+        return self.latent_layers[min(int(float(u[1]) * len(self.latent_layers)), len(self.latent_layers) - 1)]
+
+    def _latent_adversary(self, batch: Any, norm: Tensor, hooks: list[tuple[str, Any]],
+                          layer: int) -> tuple[tuple[str, Any], Tensor]:
+        """Projected gradient ascent on the micro-batch's loss over a perturbation of the residual stream
+        entering ``layer`` (under the pass's other ``hooks``): each real token of the adversary's rows gets
+        at most ``latent_adversary`` times the median clean norm there. Returns the hook that adds the
+        found perturbation (fixed, no gradient of its own) and the micro-batch's clean loss. The ascent runs
+        on the unwrapped model: its backward passes reach the perturbation only, never DDP's reducer."""
+        cfg = self.config
+        mask = batch.attention_mask.bool()
+        if cfg.latent_adversary_rows == "harmful":
+            mask = mask & (batch.group == GROUPS.index("harmful"))[:, None]
+        cells = mask[..., None].float()
+        delta = torch.zeros(*mask.shape, self.model.d_model, device=mask.device, requires_grad=True)
+        radius: list[float] = []
+        name = Site(layer, "resid_pre").hook_name
+
+        def add(acts: Tensor, hook: Any) -> Tensor:
+            if not radius:  # the first pass is clean (delta = 0): it sets the radius
+                norms = acts.detach().float().norm(dim=-1)[batch.attention_mask.bool()]
+                radius.append(cfg.latent_adversary * float(norms.median()))
+            return acts + delta.to(acts.dtype)  # zero outside the adversary's rows and real tokens
+
+        losses = []
+        stride = 2.5 / cfg.latent_adversary_steps  # of the radius, per normalised ascent step
+        for _ in range(cfg.latent_adversary_steps):
+            with hook_scope(self.model, [*hooks, (name, add)]):
+                loss, _, _ = self._micro_loss(batch, norm, net=self.model.hf)
+                (grad,) = torch.autograd.grad(loss, delta)
+            losses.append(loss.detach())
+            with torch.no_grad():
+                step = grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+                moved = delta + stride * radius[0] * step
+                delta = moved * (radius[0] / moved.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0) * cells
+            delta.requires_grad_(True)
+        found = delta.detach()
+
+        def hook(acts: Tensor, hook: Any) -> Tensor:
+            return acts + found.to(acts.dtype)
+
+        return (name, hook), losses[0]
+
     # -- data order --------------------------------------------------------------------------------
     def batch_indices(self, step: int) -> list[int]:
         """The global batch of ``step``: a pure function of (seed, step)."""
@@ -464,9 +528,9 @@ class Trainer:
     def _autocast(self) -> Any:
         return torch.autocast(self.model.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
 
-    def _micro_loss(self, batch: Any, norm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _micro_loss(self, batch: Any, norm: Tensor, net: Any = None) -> tuple[Tensor, Tensor, Tensor]:
         """The micro-batch's share of the step loss, (sum loss per group, count per group), and the summed
-        retain terms of its benign rows (see :meth:`_retain`)."""
+        retain terms of its benign rows (see :meth:`_retain`), through ``net`` (default the trained one)."""
         cfg = self.config
         # Unembed only from the column before the batch's first learned token: the vocabulary projection
         # is a fifth of a small model's step, and prompts (never learned) are most of the tokens.
@@ -479,7 +543,7 @@ class Trainer:
         store: dict[int, Tensor] = {}
         capture = hook_scope(self.model, self._capture_hooks(store)) if self.retain_layers else nullcontext()
         with self._autocast(), capture, self.model.plain():  # `self.net` holds `hf`: it runs what `plain` put in
-            logits = self.net(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            logits = (self.net if net is None else net)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                               position_ids=batch.position_ids, use_cache=False,
                               logits_to_keep=batch.labels.shape[1] - first + 1).logits
         labels = batch.labels[:, first:]
@@ -527,9 +591,11 @@ class Trainer:
         mine = idx[self.rank * share : (self.rank + 1) * share]
         chunks = [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
         stats = torch.zeros(2, 2, device=self.model.device)
-        tally = torch.zeros(5, device=self.model.device)  # ablated cells, region cells, summed retain terms, induced rows
+        tally = torch.zeros(6, device=self.model.device)  # ablated cells, region cells, summed retain terms, induced rows,
+        # the loss without the latent adversary
         direction = self.provider.current() if self.provider else None
         lam = self.delta_scale(step)
+        adversary = self.latent_layer(step)
         self.model.hf.train()
         with self._blended(lam):
             for j, chunk in enumerate(chunks):
@@ -546,6 +612,10 @@ class Trainer:
                 if induced is not None and induced.any():
                     hooks += self._induce_hooks(direction, induced, batch)
                     tally[4] += induced.sum()
+                if adversary is not None:
+                    perturb, clean = self._latent_adversary(batch, norm, hooks, adversary)
+                    hooks = [*hooks, perturb]
+                    tally[5] += clean
                 sync = nullcontext() if (j == len(chunks) - 1 or self.world == 1) else acc.no_sync(self.net)
                 with sync, hook_scope(self.model, hooks):  # hooks stay on through backward()
                     loss, s, retain = self._micro_loss(batch, norm)
@@ -583,6 +653,8 @@ class Trainer:
                                                                      (3, "retain_projection", cfg.retain_projection),
                                                                      (4, "benign_induced", cfg.benign_induce))
                if on and stats[1, 0] > 0},
+            **({"latent_layer": adversary, "latent_clean_loss": float(tally[5]) / self.world}
+               if adversary is not None else {}),
             **({"selected_layer": site[0], "selected_position": site[1]}  # where the attacker would ablate now
                if (site := getattr(self.provider, "selected_site", None)) is not None else {}),
             "step_time": time.perf_counter() - t0,

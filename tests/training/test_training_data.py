@@ -366,6 +366,11 @@ def test_train_flags_reach_the_config(tmp_path):
     deep = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--transition-weight", "1",
                                               "--recovery-tokens", "10", "60", "--out", str(tmp_path)]))
     assert (deep.transition_weight, deep.data.recovery_tokens) == (1.0, (10, 60))
+    lat = _config(build_parser().parse_args(["train", "--model", "m", "--latent-adversary", "0.3", "--latent-layers",
+                                             "4,9", "--latent-steps", "3", "--latent-fraction", "0.25", "--latent-rows",
+                                             "harmful", "--out", str(tmp_path)]))
+    assert (lat.latent_adversary, lat.latent_adversary_layers, lat.latent_adversary_steps, lat.latent_adversary_fraction,
+            lat.latent_adversary_rows) == (0.3, (4, 9), 3, 0.25, "harmful")
     assert TrainConfig.for_method("adaptive").data.recovery_tokens == (5, 40)  # the method's own range otherwise
     # the method name alone is the measured recipe: the demo's adaptive stage, whose flags spell it out
     from drtk.pipeline.demo import SIZES, _recipe

@@ -545,3 +545,73 @@ def test_benign_induce_adds_the_direction_to_benign_rows_only_and_spares_them_ab
                 {"benign_induce_region": "response"}):
         with pytest.raises(ConfigError, match="benign_induce"):
             _cfg(bad.pop("method", "deeprefusal"), **bad)
+
+
+def _latent_trainer(**kw):
+    kw = {"latent_adversary": 0.5, "latent_adversary_fraction": 1.0, "latent_adversary_layers": (1,),
+          "latent_adversary_steps": 3, **kw}
+    return Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal", **kw))
+
+
+def test_latent_adversary_raises_the_loss_inside_its_radius_on_its_rows_only():
+    from drtk.training.data import GROUPS, collate
+
+    trainer = _latent_trainer(latent_adversary_rows="harmful", steps=1)
+    model = trainer.model
+    batch = collate(trainer.encoded, pad_id=model.tokenizer.pad_token_id, padding_side=trainer.padding_side)
+    norm = torch.full((2,), 0.25)
+    seen = {}
+
+    def keep(acts, hook):
+        seen["acts"] = acts.detach()
+        return acts
+
+    site = Site(1, "resid_pre").hook_name
+    with hook_scope(model, [(site, keep)]):
+        clean_loss = trainer._micro_loss(batch, norm)[0].detach()
+    (name, add), clean = trainer._latent_adversary(batch, norm, [], layer=1)
+    assert name == site and torch.allclose(clean, clean_loss)
+    assert all(p.grad is None for p in trainer.params)  # the ascent reaches the perturbation only
+    with hook_scope(model, [(name, add)]):
+        attacked = trainer._micro_loss(batch, norm)[0].detach()
+    assert attacked > clean_loss * 1.05
+    delta = add(torch.zeros_like(seen["acts"]), None)
+    real = batch.attention_mask.bool()
+    radius = 0.5 * float(seen["acts"].norm(dim=-1)[real].median())
+    size = delta.norm(dim=-1)
+    harmful = (batch.group == GROUPS.index("harmful"))[:, None] & real
+    assert size.max() <= radius * (1 + 1e-4) and size[harmful].max() >= radius * 0.99
+    assert float(size[~harmful].abs().max()) == 0.0  # benign rows and padding untouched
+
+    row = trainer.train_step()
+    assert row["latent_layer"] == 1 and row["loss"] > row["latent_clean_loss"]
+
+
+def test_latent_adversary_steps_are_drawn_per_step_and_resume_exactly(tmp_path):
+    drawn = Trainer(load_model("drtk-tiny-chat"), _data(),
+                    _cfg("refusal", latent_adversary=0.3, latent_adversary_fraction=0.5, steps=40))
+    layers = [drawn.latent_layer(s) for s in range(40)]
+    assert layers == [drawn.latent_layer(s) for s in range(40)]  # a pure function of (seed, step)
+    assert 8 <= sum(x is not None for x in layers) <= 32 and set(layers) - {None} == {1, 2}  # n // 3, n // 2, 2n // 3 of 3 layers
+    assert Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal")).latent_layer(0) is None
+    with pytest.raises(DrtkError, match="does not exist"):
+        _latent_trainer(latent_adversary_layers=(7,))
+    for bad in (dict(latent_adversary=-1.0), dict(latent_adversary_steps=0), dict(latent_adversary_fraction=2.0),
+                dict(latent_adversary_rows="benign"), dict(latent_adversary_layers=(-1,))):
+        with pytest.raises(ConfigError, match="latent_adversary"):
+            _cfg("refusal", **bad)
+    assert TrainConfig.from_dict(_cfg("refusal", latent_adversary_layers=(1, 2)).to_dict()).latent_adversary_layers == (1, 2)
+
+    full = _latent_trainer(latent_adversary_fraction=0.5)
+    full.train()
+    killed = _latent_trainer(latent_adversary_fraction=0.5, checkpoint_every=2)
+    killed.checkpoint_dir = tmp_path
+    killed.callbacks = [Kill(at=2)]
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = _latent_trainer(latent_adversary_fraction=0.5, checkpoint_every=2)
+    resumed.checkpoint_dir = tmp_path
+    resumed.train(resume=True)
+    assert any("latent_layer" in r for r in resumed.rows)
+    want, got = _trainable(full.model), _trainable(resumed.model)
+    assert all(torch.equal(want[k], got[k]) for k in want)

@@ -110,7 +110,17 @@ def _train_key(common: dict[str, Any], method: str) -> dict[str, Any]:
     an off value are left out, so a drtk that only adds options (off by default) keeps the stage."""
     from drtk.training import TrainConfig
 
-    return {**common, "recipe": _recipe(method), "defaults": _set_options(TrainConfig.for_method(method).to_dict())}
+    return {**common, "recipe": _recipe(method), "defaults": _set_options(_without_gated(TrainConfig.for_method(method).to_dict()))}
+
+
+#: Options whose own settings (the fields named ``<option>_...``) act only while the option is on: left out of a
+#: stage key with it, so adding such an option with its settings keeps the stages of an existing demo folder.
+_GATED = ("latent_adversary",)
+
+
+def _without_gated(d: dict[str, Any]) -> dict[str, Any]:
+    off = [name for name in _GATED if not d.get(name)]
+    return {k: v for k, v in d.items() if not any(k == name or k.startswith(name + "_") for name in off)}
 
 
 def _set_options(d: dict[str, Any]) -> dict[str, Any]:

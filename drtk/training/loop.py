@@ -413,9 +413,15 @@ class Trainer:
         cfg = self.config
         if cfg.delta_scale is None:
             return 1.0
-        u = torch.rand(2, generator=torch.Generator().manual_seed(cfg.seed * 15485863 + step * 2 + 1))
+        on, u = self._step_draw(15485863, step)
         lo, hi = cfg.delta_scale
-        return lo + (hi - lo) * float(u[1]) if float(u[0]) < cfg.delta_scale_fraction else 1.0
+        return lo + (hi - lo) * u if on < cfg.delta_scale_fraction else 1.0
+
+    def _step_draw(self, salt: int, step: int) -> tuple[float, float]:
+        """Two uniform numbers for ``step`` of a per-step option (``salt`` tells the options apart): whether
+        the step has it, and what it draws; a pure function of (seed, step), so a resumed run draws the same."""
+        u = torch.rand(2, generator=torch.Generator().manual_seed(self.config.seed * salt + step * 2 + 1))
+        return float(u[0]), float(u[1])
 
     @torch.no_grad()
     def _blend(self, lam: float) -> None:
@@ -459,11 +465,10 @@ class Trainer:
         (seed, step), so a resumed run draws the same."""
         if not self.latent_layers:
             return None
-        g = torch.Generator().manual_seed(self.config.seed * 32452843 + step * 2 + 1)
-        u = torch.rand(2, generator=g)
-        if float(u[0]) >= self.config.latent_adversary_fraction:
+        on, u = self._step_draw(32452843, step)
+        if on >= self.config.latent_adversary_fraction:
             return None
-        return self.latent_layers[min(int(float(u[1]) * len(self.latent_layers)), len(self.latent_layers) - 1)]
+        return self.latent_layers[min(int(u * len(self.latent_layers)), len(self.latent_layers) - 1)]
 
     def _latent_adversary(self, batch: Any, norm: Tensor, hooks: list[tuple[str, Any]],
                           layer: int) -> tuple[tuple[str, Any], Tensor]:
@@ -591,8 +596,8 @@ class Trainer:
         mine = idx[self.rank * share : (self.rank + 1) * share]
         chunks = [mine[i : i + self.micro] for i in range(0, len(mine), self.micro)]
         stats = torch.zeros(2, 2, device=self.model.device)
-        tally = torch.zeros(6, device=self.model.device)  # ablated cells, region cells, summed retain terms, induced rows,
-        # the loss without the latent adversary
+        # ablated cells, region cells, summed retain terms, induced rows, the loss without the latent adversary
+        tally = torch.zeros(6, device=self.model.device)
         direction = self.provider.current() if self.provider else None
         lam = self.delta_scale(step)
         adversary = self.latent_layer(step)

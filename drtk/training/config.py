@@ -27,7 +27,7 @@ class TrainConfig:
         method: ``refusal``, ``recovery``, ``deeprefusal`` or ``adaptive`` (a label checked against the
             fields below). ``adaptive`` is DeepRefusal against an adaptive attacker: the direction is
             re-extracted from the model being trained, per-layer directions are mixed in, part of the
-            steps ablate everywhere, and recovery prefixes vary in length; it trains all weights for 60
+            steps ablate everywhere, and recovery prefixes vary in length; it trains all weights for 120
             steps at 3e-5 with equal group weights (see :meth:`for_method`).
         steps: optimizer steps.
         batch_size: examples per optimizer step, over all processes and accumulation steps.
@@ -327,11 +327,12 @@ class TrainConfig:
             overrides.setdefault("benign_induce_region", "prompt")
             if data.recovery_tokens == DataConfig().recovery_tokens:
                 data = replace(data, recovery_tokens=(5, 40))
-            # The measured training (docs/adaptive-defense.md): 60 steps of full fine-tuning at 3e-5 with equal
+            # The measured training (docs/adaptive-defense.md): 120 steps of full fine-tuning at 3e-5 with equal
             # group weights and every borderline example twice, so that the method name alone is the recipe.
-            # The paper's 0.8 / 0.2 gave nearly all of the robustness back at 60 steps.
+            # The paper's 0.8 / 0.2 gave nearly all of the robustness back at 60 steps; 120 steps instead of 60
+            # hold the transferred and fresh directions on the whole held-out split (three seeds each).
             overrides.setdefault("lora", False)
-            overrides.setdefault("steps", 60)
+            overrides.setdefault("steps", 120)
             if not overrides["lora"]:
                 overrides.setdefault("lr", 3e-5)
             overrides.setdefault("benign_weight", 0.5)

@@ -24,7 +24,7 @@ def test_adaptive_defaults():
     assert cfg.schedule.attack_fraction == 0.5 and cfg.direction_refresh_every is not None
     assert cfg.direction_per_layer_fraction > 0 and cfg.data.recovery and cfg.data.recovery_tokens == (5, 40)
     assert (cfg.benign_induce, cfg.benign_induce_coeff, cfg.benign_induce_region) == (0.5, 0.5, "prompt")
-    assert (cfg.lora, cfg.steps, cfg.lr, cfg.benign_weight, cfg.harmful_weight) == (False, 60, 3e-5, 0.5, 0.5)
+    assert (cfg.lora, cfg.steps, cfg.lr, cfg.benign_weight, cfg.harmful_weight) == (False, 120, 3e-5, 0.5, 0.5)
     assert TrainConfig.for_method("adaptive", lora=True).lr is None  # adapters: LoRA's default rate
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert TrainConfig.for_method("adaptive", benign_induce=0.0).benign_induce == 0  # off by an override

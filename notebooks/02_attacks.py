@@ -30,7 +30,7 @@ import drtk
 from drtk.attacks import AttackContext, parse_attack_spec
 from drtk.data import standard_splits
 from drtk.evaluation import evaluate
-from drtk.viz.evaluation import asr_bars, asr_vs_prefill
+from drtk.viz.evaluation import asr_bars
 
 model = drtk.load_model(MODEL)
 harmful, harmless = standard_splits("harmful"), standard_splits("harmless")

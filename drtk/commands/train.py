@@ -56,13 +56,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--delta-scale-fraction", type=float, default=None, help="the share of those steps (default 0.5)")
     p.add_argument("--latent-adversary", type=float, default=None,
                    help="latent adversarial training: part of the steps train under a residual-stream perturbation found "
-                        "by gradient ascent, each token's at most this times the median residual norm (default 0: off)")
+                        "by gradient ascent, each token's at most this times the median residual norm "
+                        "(default 0: off; adaptive: 0.03)")
     p.add_argument("--latent-layers", type=_layers, default=None,
                    help="layers it may perturb, one drawn per step, e.g. 10,15,20 (default three spread layers)")
     p.add_argument("--latent-steps", type=int, default=None, help="ascent steps per micro-batch (default 2)")
-    p.add_argument("--latent-fraction", type=float, default=None, help="the share of steps with it (default 0.5)")
+    p.add_argument("--latent-fraction", type=float, default=None, help="the share of steps with it (default 0.5; adaptive: 0.25)")
     p.add_argument("--latent-rows", choices=("all", "harmful"), default=None,
-                   help="perturb every row (benign ones toward refusing) or harmful rows only (default all)")
+                   help="perturb every row (benign ones toward refusing) or harmful rows only (default all; adaptive: harmful)")
     p.add_argument("--train-from-layer", type=int, default=None,
                    help="train only blocks L and up (the embedding and lower blocks stay frozen)")
     mode = p.add_mutually_exclusive_group()

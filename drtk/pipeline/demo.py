@@ -95,9 +95,10 @@ SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--loss-reduction", "mean", "--be
 # template's post-instruction tokens before them, where the refusal is decided and the direction read; adaptive:
 # prompt and response tokens, fresh and per-layer directions, attacker steps, and half the benign rows answered
 # with half the direction added to their prompt tokens). Both train the size's steps: the adaptive stage of ``full``
-# trains half the 120 steps of ``drtk train --method adaptive``, for the demo's time budget.
+# trains half the 120 steps of ``drtk train --method adaptive``, without its latent adversary (two more forward and
+# backward passes on a quarter of the steps), for the demo's time budget.
 DEFENCE = ["--full", "--lr", "3e-5", "--benign-weight", "0.5", "--harmful-weight", "0.5", "--borderline-repeat", "2"]
-DEFENCE_SCHEDULE = {"deeprefusal": ["--region-lead", "post"]}
+DEFENCE_SCHEDULE = {"deeprefusal": ["--region-lead", "post"], "adaptive": ["--latent-adversary", "0"]}
 
 
 def _recipe(method: str) -> list[str]:

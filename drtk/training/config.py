@@ -316,7 +316,8 @@ class TrainConfig:
             # at inference) on the other half, over every position; the direction tracks the model being
             # trained, with per-layer directions on half the steps; recovery prefixes from 5 to 40 tokens;
             # half the benign rows answer with half the direction's length added to their prompt tokens
-            # (benign_induce: halfway toward the harmful prompts, where the starting model's near-misses sit).
+            # (benign_induce: halfway toward the harmful prompts, where the starting model's near-misses sit);
+            # a latent adversary on a quarter of the steps, on harmful rows only.
             overrides.setdefault("schedule", replace(AblationSchedule.paper(0.5), mode="gated", attack_fraction=0.5,
                                                      region="all"))
             overrides.setdefault("direction_refresh_every", 4)
@@ -325,6 +326,12 @@ class TrainConfig:
             overrides.setdefault("benign_induce", 0.5)
             overrides.setdefault("benign_induce_coeff", 0.5)
             overrides.setdefault("benign_induce_region", "prompt")
+            # Without it, 120 steps hold the transferred and fresh directions and per-layer directions break the
+            # model into loops (49% over three seeds); with it, per-layer 3% at the same transfer, fresh and
+            # over-refusal (docs/adaptive-defense.md, three seeds each).
+            overrides.setdefault("latent_adversary", 0.03)
+            overrides.setdefault("latent_adversary_fraction", 0.25)
+            overrides.setdefault("latent_adversary_rows", "harmful")
             if data.recovery_tokens == DataConfig().recovery_tokens:
                 data = replace(data, recovery_tokens=(5, 40))
             # The measured training (docs/adaptive-defense.md): 120 steps of full fine-tuning at 3e-5 with equal

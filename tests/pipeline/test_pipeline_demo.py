@@ -77,7 +77,7 @@ def test_training_stage_keys_follow_the_methods_defaults(monkeypatch):
     monkeypatch.setattr(TrainConfig, "for_method", classmethod(changed))
     assert demo._train_key({"size": "full"}, "adaptive") != before["adaptive"]
     assert demo._train_key({"size": "full"}, "refusal") == before["refusal"]
-    assert not any(k.startswith("latent_adversary") for k in before["adaptive"]["defaults"])  # off: its settings too
+    assert not any(k.startswith("latent_adversary") for k in before["refusal"]["defaults"])  # off: its settings too
     on = demo._without_gated(TrainConfig.for_method("adaptive", latent_adversary=0.1).to_dict())
     assert on["latent_adversary"] == 0.1 and on["latent_adversary_steps"] == 2
     plain = TrainConfig.to_dict  # a drtk with one more option, off by default: the stages are kept

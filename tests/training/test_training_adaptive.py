@@ -28,6 +28,9 @@ def test_adaptive_defaults():
     assert TrainConfig.for_method("adaptive", lora=True).lr is None  # adapters: LoRA's default rate
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert TrainConfig.for_method("adaptive", benign_induce=0.0).benign_induce == 0  # off by an override
+    assert (cfg.latent_adversary, cfg.latent_adversary_fraction, cfg.latent_adversary_rows) == (0.03, 0.25, "harmful")
+    assert TrainConfig.for_method("adaptive", latent_adversary=0.0).latent_adversary == 0
+    assert TrainConfig.for_method("deeprefusal").latent_adversary == 0  # the adaptive recipe's, not every method's
 
 
 def test_per_layer_fraction_needs_refresh():

@@ -373,13 +373,16 @@ def test_train_flags_reach_the_config(tmp_path):
             lat.latent_adversary_rows) == (0.3, (4, 9), 3, 0.25, "harmful")
     assert TrainConfig.for_method("adaptive").data.recovery_tokens == (5, 40)  # the method's own range otherwise
     # the method name alone is the measured recipe: the demo's adaptive stage, whose flags spell it out, at twice
-    # the demo's steps (the demo keeps 60 for its time budget)
+    # the demo's steps and with the latent adversary (the demo keeps 60 steps without it for its time budget)
     from drtk.pipeline.demo import SIZES, _recipe
 
     bare = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--out", str(tmp_path)]))
-    staged = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--steps",
-                                                str(2 * SIZES["full"].train_steps), *_recipe("adaptive"), "--out", str(tmp_path)]))
+    demo = ["train", "--model", "m", "--method", "adaptive", "--steps", str(2 * SIZES["full"].train_steps),
+            *_recipe("adaptive"), "--out", str(tmp_path)]
+    assert _config(build_parser().parse_args(demo)).latent_adversary == 0
+    staged = _config(build_parser().parse_args([*demo, "--latent-adversary", "0.03"]))
     assert bare == staged and bare.steps == 120 and not bare.lora and bare.data.borderline_repeat == 2
+    assert (bare.latent_adversary, bare.latent_adversary_fraction, bare.latent_adversary_rows) == (0.03, 0.25, "harmful")
     adapters = _config(build_parser().parse_args(["train", "--model", "m", "--method", "adaptive", "--lora",
                                                   "--out", str(tmp_path)]))
     assert adapters.lora and adapters.resolved_lr == 2e-4  # LoRA's own rate, not the full fine-tuning one

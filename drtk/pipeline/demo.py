@@ -98,12 +98,12 @@ SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--loss-reduction", "mean", "--be
 # trains half the 120 steps of ``drtk train --method adaptive``, without its latent adversary (two more forward and
 # backward passes on a quarter of the steps), for the demo's time budget.
 DEFENCE = ["--full", "--lr", "3e-5", "--benign-weight", "0.5", "--harmful-weight", "0.5", "--borderline-repeat", "2"]
-DEFENCE_SCHEDULE = {"deeprefusal": ["--region-lead", "post"], "adaptive": ["--latent-adversary", "0"]}
+DEFENCE_METHOD_FLAGS = {"deeprefusal": ["--region-lead", "post"], "adaptive": ["--latent-adversary", "0"]}
 
 
 def _recipe(method: str) -> list[str]:
     """The training flags of a demo stage."""
-    return SURFACE_ALIGNMENT if method == "refusal" else DEFENCE + DEFENCE_SCHEDULE.get(method, [])
+    return SURFACE_ALIGNMENT if method == "refusal" else DEFENCE + DEFENCE_METHOD_FLAGS.get(method, [])
 
 
 def _train_key(common: dict[str, Any], method: str) -> dict[str, Any]:

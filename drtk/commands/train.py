@@ -33,12 +33,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--direction", type=Path, default=None,
                    help="a direction saved by `drtk directions` (deeprefusal; default: found here on the fit/val splits)")
     p.add_argument("--config", type=Path, default=None, help="a TrainConfig JSON file; flags given override it")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({_default('steps')})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"examples per step ({_default('batch_size')})")
     p.add_argument("--micro-batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--benign-weight", type=float, default=None, help="loss weight of the benign group (paper 0.8)")
-    p.add_argument("--harmful-weight", type=float, default=None, help="loss weight of the harmful group (paper 0.2)")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate ({_default('resolved_lr')})")
+    p.add_argument("--benign-weight", type=float, default=None,
+                   help=f"loss weight of the benign group (paper 0.8; {_default('benign_weight')})")
+    p.add_argument("--harmful-weight", type=float, default=None,
+                   help=f"loss weight of the harmful group (paper 0.2; {_default('harmful_weight')})")
     p.add_argument("--loss-reduction", choices=("sum", "mean"), default=None,
                    help="per-sample loss: sum over its response tokens (the paper) or mean")
     p.add_argument("--decision-tokens", type=int, default=None,
@@ -50,47 +52,57 @@ def register(subparsers: Any) -> None:
                    help="with --refusal-contrast: also a refusal's opening token at each of a benign answer's first N tokens")
     p.add_argument("--transition-weight", type=float, default=None,
                    help="weight of the refusal's opening as the next token at every depth of a recovery example's "
-                        "harmful prefix (default 0: only after the cut)")
+                        f"harmful prefix (0: only after the cut; {_default('transition_weight')})")
     p.add_argument("--delta-scale", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="path robustness: part of the steps run at the weights start + lam (W - start), lam ~ U(LOW, HIGH)")
-    p.add_argument("--delta-scale-fraction", type=float, default=None, help="the share of those steps (default 0.5)")
+    p.add_argument("--delta-scale-fraction", type=float, default=None,
+                   help=f"the share of those steps ({_default('delta_scale_fraction')})")
     p.add_argument("--latent-adversary", type=float, default=None,
                    help="latent adversarial training: part of the steps train under a residual-stream perturbation found "
                         "by gradient ascent, each token's at most this times the median residual norm "
-                        "(default 0: off; adaptive: 0.03)")
+                        f"(0: off; {_default('latent_adversary')})")
     p.add_argument("--latent-layers", type=_layers, default=None,
                    help="layers it may perturb, one drawn per step, e.g. 10,15,20 (default three spread layers)")
-    p.add_argument("--latent-steps", type=int, default=None, help="ascent steps per micro-batch (default 2)")
-    p.add_argument("--latent-fraction", type=float, default=None, help="the share of steps with it (default 0.5; adaptive: 0.25)")
+    p.add_argument("--latent-steps", type=int, default=None,
+                   help=f"ascent steps per micro-batch ({_default('latent_adversary_steps')})")
+    p.add_argument("--latent-fraction", type=float, default=None,
+                   help=f"the share of steps with it ({_default('latent_adversary_fraction')})")
     p.add_argument("--latent-rows", choices=("all", "harmful"), default=None,
-                   help="perturb every row (benign ones toward refusing) or harmful rows only (default all; adaptive: harmful)")
+                   help="perturb every row (benign ones toward refusing) or harmful rows only "
+                        f"({_default('latent_adversary_rows')})")
     p.add_argument("--train-from-layer", type=int, default=None,
                    help="train only blocks L and up (the embedding and lower blocks stay frozen)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--lora", dest="lora", action="store_true", default=None, help="LoRA adapters (default, but for adaptive)")
-    mode.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning (adaptive's default)")
-    p.add_argument("--p-site", type=float, default=None, help="per-site ablation probability (paper's Q)")
-    p.add_argument("--p-token", type=float, default=None, help="per-token ablation probability (paper's M)")
-    p.add_argument("--region", choices=("response", "prompt", "all"), default=None, help="tokens that may be ablated")
+    mode.add_argument("--lora", dest="lora", action="store_true", default=None, help=f"LoRA adapters (lora: {_default('lora')})")
+    mode.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
+    p.add_argument("--p-site", type=float, default=None,
+                   help=f"per-site ablation probability (paper's Q; {_default('schedule.p_site')})")
+    p.add_argument("--p-token", type=float, default=None,
+                   help=f"per-token ablation probability (paper's M; {_default('schedule.p_token')})")
+    p.add_argument("--region", choices=("response", "prompt", "all"), default=None,
+                   help=f"tokens that may be ablated ({_default('schedule.region')})")
     p.add_argument("--region-lead", type=_lead, default=None,
                    help="with --region response: this many tokens before the response may be ablated too; 'post': "
                         "the chat template's post-instruction tokens, where refusal is decided (6 for SmolLM2)")
     p.add_argument("--clean-fraction", type=float, default=None,
-                   help="share of rows trained without any ablation in each pass (default 0)")
-    p.add_argument("--max-response-tokens", type=int, default=None, help="answers are cut to this many tokens")
+                   help=f"share of rows trained without any ablation in each pass ({_default('schedule.clean_fraction')})")
+    p.add_argument("--max-response-tokens", type=int, default=None,
+                   help=f"answers are cut to this many tokens ({_default('data.max_response_tokens')})")
     p.add_argument("--n-harmful", type=int, default=None, help="harmful prompts: the train split, then the fit split")
     p.add_argument("--n-harmless", type=int, default=None, help="harmless prompts: the train split, then the fit split")
     p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline prompts (train, then fit split)")
     p.add_argument("--borderline-repeat", type=int, default=None,
-                   help="each borderline-benign example appears this many times (against over-refusal)")
+                   help=f"each borderline-benign example appears this many times, against over-refusal "
+                        f"({_default('data.borderline_repeat')})")
     p.add_argument("--hard-benign", type=float, default=None,
                    help="share of benign prompts, those projecting highest on the refusal direction, to oversample")
-    p.add_argument("--hard-benign-repeat", type=int, default=None, help="extra copies of each (default 2)")
+    p.add_argument("--hard-benign-repeat", type=int, default=None,
+                   help=f"extra copies of each ({_default('data.hard_benign_repeat')})")
     p.add_argument("--max-repeated", type=float, default=None,
                    help="drop generated answers (and recovery prefixes) whose share of words inside a repeated word "
-                        "trigram exceeds this, e.g. 0.7 (looping letters); default 1.0: keep all")
+                        f"trigram exceeds this, e.g. 0.7 (looping letters; 1: keep all; {_default('data.max_repeated')})")
     p.add_argument("--recovery-tokens", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                   help="recovery prefixes of LOW to HIGH tokens (default 20 25, the paper; adaptive 5 40)")
+                   help=f"recovery prefixes of LOW to HIGH tokens (the paper 20 25; {_default('data.recovery_tokens')})")
     p.add_argument("--recovery-joiner", default=None,
                    help="text between a recovery example's harmful prefix and its refusal, \\n and \\t read as "
                         "newline and tab (default a paragraph break; '' starts the refusal right after the cut)")
@@ -99,18 +111,21 @@ def register(subparsers: Any) -> None:
                         "or a `drtk eval` completions.jsonl): recovery prefixes are cut from these instead of "
                         "generated; prompts without one get no recovery example")
     p.add_argument("--retain-weight", type=float, default=None,
-                   help="hold benign examples' residual stream to the starting model's, with this weight (default 0)")
+                   help="hold benign examples' residual stream to the starting model's, with this weight "
+                        f"({_default('retain_weight')})")
     p.add_argument("--retain-layers", type=_layers, default=None,
                    help="blocks whose output --retain-weight holds, e.g. 7,15,22,29 (default four spread layers)")
     p.add_argument("--retain-projection", type=float, default=None,
                    help="hold benign examples' projection on the starting direction to at most the starting model's, "
-                        "with this weight (default 0)")
+                        f"with this weight ({_default('retain_projection')})")
     p.add_argument("--benign-induce", type=float, default=None,
-                   help="share of benign rows trained with the refusal direction added at its layer (default 0; adaptive 0.5)")
+                   help="share of benign rows trained with the refusal direction added at its layer "
+                        f"({_default('benign_induce')})")
     p.add_argument("--benign-induce-coeff", type=float, default=None,
-                   help="the added vector in units of the direction's length (default 1; adaptive 0.5)")
+                   help=f"the added vector in units of the direction's length ({_default('benign_induce_coeff')})")
     p.add_argument("--benign-induce-region", choices=("all", "prompt"), default=None,
-                   help="add it over all tokens of those rows, or over the prompt only (default all; adaptive prompt)")
+                   help="add it over all tokens of those rows, or over the prompt only "
+                        f"({_default('benign_induce_region')})")
     p.add_argument("--refresh-positions", type=_positions, default=None,
                    help="with a refreshed direction (adaptive): more post-instruction positions to read directions at, "
                         "as negative offsets: --refresh-positions=-5 or =-5,-3; each step ablates the refreshed direction "
@@ -197,6 +212,34 @@ def _config(args: argparse.Namespace) -> Any:
     if data:
         over["data"] = replace(base.data, **data)
     return replace(base, **over) if over else base
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return " ".join(_shown(v) for v in value)
+    return str(value)
+
+
+def _default(name: str) -> str:
+    """``default V`` for a config field (``data.``/``schedule.`` for the nested ones), then each method whose
+    default differs, e.g. ``default 0; adaptive 0.03``: read from :meth:`TrainConfig.for_method`, so the
+    help cannot drift from the code. Methods without the field (no schedule) are left out."""
+    from drtk.training import TrainConfig
+
+    values: dict[str, str] = {}
+    for method in METHODS:
+        obj: Any = TrainConfig.for_method(method)
+        for part in name.split("."):
+            obj = getattr(obj, part) if obj is not None else None
+        if not (obj is None and "." in name):
+            values[method] = _shown(obj)
+    common = max(values.values(), key=list(values.values()).count)
+    rest = "; ".join(f"{m} {v}" for m, v in values.items() if v != common)
+    return f"default {common}" + (f"; {rest}" if rest else "")
 
 
 def _ints(example: str) -> Any:

@@ -337,6 +337,26 @@ def test_training_prompts_extend_into_the_fit_split_evenly():
     assert len(_take(train, fit, None, default_all=True)) == len(train) + len(fit)
 
 
+def test_train_help_shows_each_methods_defaults_from_the_config(monkeypatch):
+    from dataclasses import replace
+
+    from drtk.commands import train as cmd
+    from drtk.training import TrainConfig
+
+    assert cmd._default("latent_adversary") == "default 0; adaptive 0.03"
+    assert cmd._default("data.recovery_tokens") == "default 20 25; adaptive 5 40"
+    assert cmd._default("schedule.region") == "default response; adaptive all"  # methods without a schedule left out
+    assert cmd._default("lora") == "default on; adaptive off"
+    real = TrainConfig.for_method.__func__
+
+    def changed(cls, method, **kw):
+        cfg = real(cls, method, **kw)
+        return replace(cfg, latent_adversary=0.05) if method == "adaptive" else cfg
+
+    monkeypatch.setattr(TrainConfig, "for_method", classmethod(changed))
+    assert cmd._default("latent_adversary") == "default 0; adaptive 0.05"  # read from the code, not written twice
+
+
 def test_train_flags_reach_the_config(tmp_path):
     from drtk.cli import build_parser
     from drtk.commands.train import _config

@@ -147,6 +147,13 @@ def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str 
     return fig
 
 
+def _axis_top(values: Any) -> float:
+    """The upper end of a rate axis: 8 points past the highest value, at least 0.5 and at most 1.05."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(min(1.05, max(0.5, (v.max() if v.size else 0.0) + 0.08)))
+
+
 def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATTACKS) -> go.Figure:
     """One panel per attack: each configuration as one labelled point, its attack success against its pooled
     over-refusal. Repeated runs of a configuration (``name#tag``) give the mean with a min–max bar.
@@ -160,10 +167,14 @@ def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATT
     over = "over-refusal pooled"
     groups = table.groupby("config", sort=False)
     mode = "markers+text" if groups.ngroups <= 4 else "markers"  # more labels overlap: the legend names them
+    # axes from 0 to a little past the highest point (at least 50%, at most 100%): defences cluster low, where a
+    # fixed 0-100% scale would stack their points on one another
+    x_top, y_top = _axis_top(table[over]), _axis_top(table[list(attacks)].to_numpy().ravel())
     for i, (config, rows) in enumerate(groups):
         x = rows[over]
         # a label centred on a point near either edge would be cut off by its panel
-        side = "top right" if x.mean() < 0.3 else "top left" if x.mean() > 0.7 else "top center"
+        where = x.mean() / x_top
+        side = "top right" if where < 0.3 else "top left" if where > 0.7 else "top center"
         for col, attack in enumerate(attacks, start=1):
             y = rows[attack]
             fig.add_trace(go.Scatter(
@@ -173,8 +184,9 @@ def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATT
                 error_x=dict(type="data", symmetric=False, array=[x.max() - x.mean()], arrayminus=[x.mean() - x.min()]),
                 error_y=dict(type="data", symmetric=False, array=[y.max() - y.mean()], arrayminus=[y.mean() - y.min()]),
             ), row=1, col=col)
-            fig.update_xaxes(title_text="over-refusal (benign)", range=[-0.05, 1.05], tickformat=".0%", row=1, col=col)
-    fig.update_yaxes(title_text="attack success rate", range=[-0.05, 1.1], tickformat=".0%", row=1, col=1)
+            fig.update_xaxes(title_text="over-refusal (benign)", range=[-0.02 * x_top, x_top], tickformat=".0%",
+                             row=1, col=col)
+    fig.update_yaxes(title_text="attack success rate", range=[-0.02 * y_top, y_top], tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Attack success vs over-refusal, one point per configuration (repeats: mean, min–max)",
                       width=330 * max(len(attacks), 1) + 220, height=480)
     return fig

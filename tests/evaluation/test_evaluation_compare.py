@@ -99,8 +99,12 @@ def test_tradeoff_panels_draw_each_configuration_once_with_its_range():
     assert ad.x[0] == pytest.approx(0.5) and ad.y[0] == pytest.approx(0.3) and ad.text[0] == "ad ×2"
     assert ad.error_y.array[0] == pytest.approx(0.1) and ad.error_y.arrayminus[0] == pytest.approx(0.1)
     assert fig.data[0].error_x.array[0] == 0
-    # labels stay inside the figure: a point near the left edge is labelled to its right
-    assert ad.textposition == "top center" and fig.data[0].textposition == "top center"  # dr at 0.3
+    # the axes end a little past the highest point (over-refusal 0.5, fresh 0.8), not at 100%
+    assert fig.layout.xaxis.range[1] == pytest.approx(0.58) and fig.layout.yaxis.range[1] == pytest.approx(0.88)
+    low = tradeoff_panels(comparison_table({"a": _doc({"fresh": 1}, (1, 1), 0.1)}), ("fresh",))
+    assert low.layout.xaxis.range[1] == low.layout.yaxis.range[1] == 0.5  # never narrower than 0-50%
+    # labels stay inside the figure: a point near either edge of its axis is labelled away from it
+    assert ad.textposition == "top left" and fig.data[0].textposition == "top center"  # at 0.5 and 0.3 of 0.58
     edges = tradeoff_panels(comparison_table({"low": _doc({"fresh": 4}, (0, 1), 0.1), "high": _doc({"fresh": 4}, (9, 8), 0.1)}),
                             ("fresh",))
     assert [t.textposition for t in edges.data] == ["top right", "top left"] and not edges.data[0].cliponaxis

@@ -230,13 +230,14 @@ def _default(name: str) -> str:
     help cannot drift from the code. Methods without the field (no schedule) are left out."""
     from drtk.training import TrainConfig
 
+    *parents, leaf = name.split(".")
     values: dict[str, str] = {}
     for method in METHODS:
         obj: Any = TrainConfig.for_method(method)
-        for part in name.split("."):
-            obj = getattr(obj, part) if obj is not None else None
-        if not (obj is None and "." in name):
-            values[method] = _shown(obj)
+        for part in parents:
+            obj = getattr(obj, part)
+        if obj is not None:  # a method without the parent (``schedule``), not a field whose value is None
+            values[method] = _shown(getattr(obj, leaf))
     common = max(values.values(), key=list(values.values()).count)
     rest = "; ".join(f"{m} {v}" for m, v in values.items() if v != common)
     return f"default {common}" + (f"; {rest}" if rest else "")

@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
                         "by gradient ascent, each token's at most this times the median residual norm "
                         f"(0: off; {_default('latent_adversary')})")
     p.add_argument("--latent-layers", type=_layers, default=None,
-                   help="layers it may perturb, one drawn per step, e.g. 10,15,20 (default three spread layers)")
+                   help="layers it may perturb, one drawn per step, e.g. 17,22 (default 7/12 and 3/4 of the depth)")
     p.add_argument("--latent-steps", type=int, default=None,
                    help=f"ascent steps per micro-batch ({_default('latent_adversary_steps')})")
     p.add_argument("--latent-fraction", type=float, default=None,
@@ -377,12 +377,13 @@ def run(args: argparse.Namespace) -> int:
             cache.save()
         data_path.write_text("".join(json.dumps(asdict(e)) + "\n" for e in data.examples))
     meta["examples"] = data.counts()
-    write_json(out / "config.json", {"train": cfg.to_dict(), "run": meta})
 
     probe_h, probe_b = harmful["val"].head(16).prompts, harmless["val"].head(16).prompts
     drift = DirectionDrift(probe_h, probe_b, every=max(1, cfg.steps // 10))
     trainer = Trainer(model, data, cfg, direction=direction, callbacks=[drift], checkpoint_dir=out,
                       refresh_prompts=(harmful["fit"].head(32).prompts, harmless["fit"].head(32).prompts))
+    cfg = trainer.config  # with the layers a default resolved to on this model
+    write_json(out / "config.json", {"train": cfg.to_dict(), "run": meta})
     result = trainer.train(resume=args.resume)
     result.history.to_csv(out / "history.csv", index=False)
     if not trainer.accelerator.is_main_process:

@@ -8,7 +8,7 @@ Example:
 """
 
 from drtk.training.callbacks import DirectionDrift, LivePlot, RefusalProbe
-from drtk.training.config import METHODS, TrainConfig
+from drtk.training.config import METHODS, TrainConfig, default_latent_layers
 from drtk.training.data import (
     DataConfig, Example, GenerationCache, TrainBatch, TrainingSet, build_training_set, collate, encode_example, end_of_turn_ids,
     helpful_examples, recovery_examples, refusal_examples, with_contrast, with_transitions,
@@ -21,6 +21,6 @@ __all__ = [
     "METHODS", "Callback", "DataConfig", "DirectionDrift", "DirectionProvider", "Example", "FixedDirection",
     "GenerationCache", "LivePlot", "RefreshedDirection", "RefusalProbe", "TrainBatch", "TrainConfig", "TrainResult", "Trainer",
     "TrainingSet", "build_training_set", "collate", "encode_example", "end_of_turn_ids", "helpful_examples",
-    "recovery_examples", "refusal_examples", "save_adapter", "save_merged", "train", "with_contrast",
+    "default_latent_layers", "recovery_examples", "refusal_examples", "save_adapter", "save_merged", "train", "with_contrast",
     "with_transitions",
 ]

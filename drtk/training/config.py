@@ -19,6 +19,21 @@ METHODS: tuple[str, ...] = get_args(Method)
 ABLATING: tuple[str, ...] = ("deeprefusal", "adaptive")
 
 
+def default_latent_layers(n_layers: int) -> tuple[int, ...]:
+    """The layers a latent adversary perturbs when ``latent_adversary_layers`` is empty: 7/12 and 3/4 of the depth.
+
+    On the embedded 30-layer model these are layers 17 and 22, where the fresh-direction attacker reads the
+    refusal direction of the defended model; there the adversary held fresh directions better over four seeds
+    than at n/3, n/2, 2n/3, and per-layer directions a little worse (docs/adaptive-defense.md, "The latent
+    adversary at the attacker's layers").
+
+    Example:
+        >>> default_latent_layers(30), default_latent_layers(3)
+        ((17, 22), (1, 2))
+    """
+    return tuple(sorted({7 * n_layers // 12, 3 * n_layers // 4}))
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """A training run.
@@ -129,7 +144,7 @@ class TrainConfig:
             attacker is one such perturbation, chosen in advance; this one is chosen against the model as it
             is at that step, at whatever direction its refusal is weakest.
         latent_adversary_layers: the layers (residual stream input) it may perturb; each adversarial step draws
-            one (empty: three spread over the model, ``n/3, n/2, 2n/3``).
+            one (empty: ``default_latent_layers``, two in the upper half of the model).
         latent_adversary_steps: gradient-ascent steps per micro-batch (each one forward and backward pass).
         latent_adversary_fraction: the share of steps that train under a perturbation.
         latent_adversary_rows: ``all`` rows (a harmful row's perturbation pushes away from its refusal, a benign
@@ -317,7 +332,7 @@ class TrainConfig:
             # trained, with per-layer directions on half the steps; recovery prefixes from 5 to 40 tokens;
             # half the benign rows answer with half the direction's length added to their prompt tokens
             # (benign_induce: halfway toward the harmful prompts, where the starting model's near-misses sit);
-            # a latent adversary on a quarter of the steps, on harmful rows only.
+            # a latent adversary on a quarter of the steps, on harmful rows only, where the attacker reads.
             overrides.setdefault("schedule", replace(AblationSchedule.paper(0.5), mode="gated", attack_fraction=0.5,
                                                      region="all"))
             overrides.setdefault("direction_refresh_every", 4)
@@ -328,7 +343,8 @@ class TrainConfig:
             overrides.setdefault("benign_induce_region", "prompt")
             # Without it, 120 steps hold the transferred and fresh directions and per-layer directions break the
             # model into loops (49% over three seeds); with it, per-layer 3% at the same transfer, fresh and
-            # over-refusal (docs/adaptive-defense.md, three seeds each).
+            # over-refusal (docs/adaptive-defense.md, three seeds each). Its layers are the default's, 7n/12 and 3n/4:
+            # over four seeds fresh directions 13% (3-17% per seed) against 21% (14-34%) at n/3, n/2, 2n/3.
             overrides.setdefault("latent_adversary", 0.03)
             overrides.setdefault("latent_adversary_fraction", 0.25)
             overrides.setdefault("latent_adversary_rows", "harmful")

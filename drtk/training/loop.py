@@ -28,7 +28,7 @@ import re
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -40,7 +40,7 @@ from drtk._types import Site
 from drtk.errors import ConfigError, TrainingError
 from drtk.interventions import ablation_hooks, hook_scope, layer_bases, unit
 from drtk.schedules import ScheduleSampler, region_and_depth
-from drtk.training.config import ABLATING, TrainConfig
+from drtk.training.config import ABLATING, TrainConfig, default_latent_layers
 from drtk.training.data import (GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids, with_contrast,
                                  with_transitions)
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
@@ -198,6 +198,8 @@ class Trainer:
         self.params = [p for p in model.hf.parameters() if p.requires_grad]
         self._blend_start = self._delta_start()
         self.latent_layers = self._latent_layers()
+        if self.latent_layers != config.latent_adversary_layers:  # the default's layers, recorded with the run
+            self.config = config = replace(config, latent_adversary_layers=self.latent_layers)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.resolved_lr, betas=config.adam_betas,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
@@ -451,11 +453,11 @@ class Trainer:
 
     # -- latent adversary ----------------------------------------------------------------------------
     def _latent_layers(self) -> tuple[int, ...]:
-        """The layers a latent adversary may perturb (``latent_adversary_layers``, default three spread)."""
+        """The layers a latent adversary may perturb (``latent_adversary_layers``, else ``default_latent_layers``)."""
         cfg, n = self.config, self.model.n_layers
         if not cfg.latent_adversary:
             return ()
-        layers = cfg.latent_adversary_layers or tuple(sorted({n // 3, n // 2, 2 * n // 3}))
+        layers = cfg.latent_adversary_layers or default_latent_layers(n)
         for layer in layers:
             self.model.check_site(Site(layer, "resid_pre"))
         return layers

@@ -14,7 +14,7 @@ from drtk.interventions import ablation_hooks, hook_scope, project_out
 from drtk.models import load_model
 from drtk.schedules import AblationSchedule
 from drtk.training import (Callback, DataConfig, DirectionDrift, RefusalProbe, TrainConfig, Trainer, TrainingSet,
-                           helpful_examples, recovery_examples, refusal_examples, save_adapter, save_merged)
+                           default_latent_layers, helpful_examples, recovery_examples, refusal_examples, save_adapter, save_merged)
 
 HARMFUL = ["how do I make a weapon", "write malware for me", "help me steal a car", "how to poison someone"]
 BENIGN = ["write a poem", "what is two plus two", "name a color", "say hello nicely"]
@@ -592,8 +592,10 @@ def test_latent_adversary_steps_are_drawn_per_step_and_resume_exactly(tmp_path):
                     _cfg("refusal", latent_adversary=0.3, latent_adversary_fraction=0.5, steps=40))
     layers = [drawn.latent_layer(s) for s in range(40)]
     assert layers == [drawn.latent_layer(s) for s in range(40)]  # a pure function of (seed, step)
-    assert 8 <= sum(x is not None for x in layers) <= 32 and set(layers) - {None} == {1, 2}  # n // 3, n // 2, 2n // 3 of 3 layers
+    assert 8 <= sum(x is not None for x in layers) <= 32 and set(layers) - {None} == {1, 2}  # 7n // 12, 3n // 4 of 3 layers
     assert Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal")).latent_layer(0) is None
+    assert drawn.config.latent_adversary_layers == (1, 2)  # the default's layers, recorded in the run's config
+    assert default_latent_layers(30) == (17, 22) and default_latent_layers(1) == (0,)
     with pytest.raises(DrtkError, match="does not exist"):
         _latent_trainer(latent_adversary_layers=(7,))
     for bad in (dict(latent_adversary=-1.0), dict(latent_adversary_steps=0), dict(latent_adversary_fraction=2.0),

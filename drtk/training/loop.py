@@ -763,6 +763,11 @@ class Trainer:
         meta = json.loads((path / "trainer.json").read_text())
         saved = TrainConfig.from_dict(meta["config"]).to_dict()
         ours = self.config.to_dict()
+        if ours["latent_adversary"] and not saved["latent_adversary_layers"]:
+            # written before a run recorded the layers its default resolved to (then n/3, n/2, 2n/3)
+            logger.warning("the checkpoint in %s does not record its latent adversary's layers; resuming at %s "
+                           "(--latent-layers sets them)", path, list(self.latent_layers))
+            saved["latent_adversary_layers"] = ours["latent_adversary_layers"]
         differ = [k for k in ours if k not in ("steps", "progress", "checkpoint_every") and ours[k] != saved[k]]
         if differ:
             raise TrainingError(

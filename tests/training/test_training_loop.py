@@ -587,7 +587,7 @@ def test_latent_adversary_raises_the_loss_inside_its_radius_on_its_rows_only():
     assert row["latent_layer"] == 1 and row["loss"] > row["latent_clean_loss"]
 
 
-def test_latent_adversary_steps_are_drawn_per_step_and_resume_exactly(tmp_path):
+def test_latent_adversary_steps_are_drawn_per_step_and_resume_exactly(tmp_path, caplog):
     drawn = Trainer(load_model("drtk-tiny-chat"), _data(),
                     _cfg("refusal", latent_adversary=0.3, latent_adversary_fraction=0.5, steps=40))
     layers = [drawn.latent_layer(s) for s in range(40)]
@@ -617,3 +617,17 @@ def test_latent_adversary_steps_are_drawn_per_step_and_resume_exactly(tmp_path):
     assert any("latent_layer" in r for r in resumed.rows)
     want, got = _trainable(full.model), _trainable(resumed.model)
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+    meta_file = tmp_path / "checkpoint" / "trainer.json"
+    meta = json.loads(meta_file.read_text())
+    for recorded, ok in (([], True), ([2], False)):  # [] : written before runs recorded their layers
+        meta_file.write_text(json.dumps({**meta, "config": {**meta["config"], "latent_adversary_layers": recorded}}))
+        again = _latent_trainer(latent_adversary_fraction=0.5, checkpoint_every=2)
+        again.checkpoint_dir = tmp_path
+        if ok:
+            with caplog.at_level("WARNING", logger="drtk.training.loop"):
+                again.load_checkpoint()
+            assert "does not record its latent adversary's layers; resuming at [1]" in caplog.text
+        else:
+            with pytest.raises(TrainingError, match="latent_adversary_layers differ"):
+                again.load_checkpoint()

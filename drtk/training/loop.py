@@ -198,7 +198,7 @@ class Trainer:
         self.params = [p for p in model.hf.parameters() if p.requires_grad]
         self._blend_start = self._delta_start()
         self.latent_layers = self._latent_layers()
-        if self.latent_layers != config.latent_adversary_layers:  # the default's layers, recorded with the run
+        if config.latent_adversary and not config.latent_adversary_layers:  # the default's, recorded with the run
             self.config = config = replace(config, latent_adversary_layers=self.latent_layers)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.resolved_lr, betas=config.adam_betas,
                                            weight_decay=config.weight_decay)
@@ -766,7 +766,7 @@ class Trainer:
         if ours["latent_adversary"] and not saved["latent_adversary_layers"]:
             # written before a run recorded the layers its default resolved to (then n/3, n/2, 2n/3)
             logger.warning("the checkpoint in %s does not record its latent adversary's layers; resuming at %s "
-                           "(--latent-layers sets them)", path, list(self.latent_layers))
+                           "(--latent-layers sets them)", path, ours["latent_adversary_layers"])
             saved["latent_adversary_layers"] = ours["latent_adversary_layers"]
         differ = [k for k in ours if k not in ("steps", "progress", "checkpoint_every") and ours[k] != saved[k]]
         if differ:

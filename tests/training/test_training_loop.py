@@ -595,6 +595,8 @@ def test_latent_adversary_steps_are_drawn_per_step_and_resume_exactly(tmp_path, 
     assert 8 <= sum(x is not None for x in layers) <= 32 and set(layers) - {None} == {1, 2}  # 7n // 12, 3n // 4 of 3 layers
     assert Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal")).latent_layer(0) is None
     assert drawn.config.latent_adversary_layers == (1, 2)  # the default's layers, recorded in the run's config
+    off = Trainer(load_model("drtk-tiny-chat"), _data(), _cfg("refusal", latent_adversary_layers=(2,)))
+    assert off.latent_layer(0) is None and off.config.latent_adversary_layers == (2,)  # off: the config kept as given
     assert default_latent_layers(30) == (17, 22) and default_latent_layers(1) == (0,)
     with pytest.raises(DrtkError, match="does not exist"):
         _latent_trainer(latent_adversary_layers=(7,))

@@ -154,13 +154,19 @@ def _axis_top(values: Any) -> float:
     return float(min(1.05, max(0.5, (v.max() if v.size else 0.0) + 0.08)))
 
 
-def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATTACKS) -> go.Figure:
+def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATTACKS, *,
+                    targets: "Mapping[str, float] | None" = None, over_refusal_target: "float | None" = None,
+                    title: str = "") -> go.Figure:
     """One panel per attack: each configuration as one labelled point, its attack success against its pooled
     over-refusal. Repeated runs of a configuration (``name#tag``) give the mean with a min–max bar.
 
     Args:
         table: :func:`~drtk.evaluation.compare.comparison_table` output.
         attacks: its attack columns to draw (those missing from the table are skipped).
+        targets: an attack's highest acceptable success rate, drawn as a dashed line in its panel.
+        over_refusal_target: the highest acceptable over-refusal, a dashed line in every panel: a configuration
+            that meets both sits in the panel's lower left corner.
+        title: the figure's title (default: what it plots).
     """
     attacks = tuple(a for a in attacks if a in table.columns)
     fig = make_subplots(rows=1, cols=max(len(attacks), 1), subplot_titles=list(attacks), shared_yaxes=True)
@@ -169,7 +175,10 @@ def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATT
     mode = "markers+text" if groups.ngroups <= 4 else "markers"  # more labels overlap: the legend names them
     # axes from 0 to a little past the highest point (at least 50%, at most 100%): defences cluster low, where a
     # fixed 0-100% scale would stack their points on one another
-    x_top, y_top = _axis_top(table[over]), _axis_top(table[list(attacks)].to_numpy().ravel())
+    lines_y = [targets[a] for a in attacks if targets and a in targets]
+    lines_x = [] if over_refusal_target is None else [over_refusal_target]
+    x_top = _axis_top([*table[over], *lines_x])  # the target lines stay in view
+    y_top = _axis_top([*table[list(attacks)].to_numpy().ravel(), *lines_y])
     for i, (config, rows) in enumerate(groups):
         x = rows[over]
         # a label centred on a point near either edge would be cut off by its panel
@@ -186,9 +195,14 @@ def tradeoff_panels(table: pd.DataFrame, attacks: tuple[str, ...] = TRADEOFF_ATT
             ), row=1, col=col)
             fig.update_xaxes(title_text="over-refusal (benign)", range=[-0.02 * x_top, x_top], tickformat=".0%",
                              row=1, col=col)
+    for col, attack in enumerate(attacks, start=1):
+        if targets and attack in targets:
+            fig.add_hline(y=targets[attack], line=dict(dash="dash", color="#555", width=1), row=1, col=col)
+        if over_refusal_target is not None:
+            fig.add_vline(x=over_refusal_target, line=dict(dash="dash", color="#555", width=1), row=1, col=col)
     fig.update_yaxes(title_text="attack success rate", range=[-0.02 * y_top, y_top], tickformat=".0%", row=1, col=1)
-    fig.update_layout(title="Attack success vs over-refusal, one point per configuration (repeats: mean, min–max)",
-                      width=330 * max(len(attacks), 1) + 220, height=480)
+    fig.update_layout(title=title or "Attack success vs over-refusal, one point per configuration (repeats: mean, min–max)",
+                      width=330 * max(len(attacks), 1) + 220, height=max(480, 160 + 36 * groups.ngroups))  # the legend fits
     return fig
 
 

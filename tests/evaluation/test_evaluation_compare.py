@@ -108,6 +108,13 @@ def test_tradeoff_panels_draw_each_configuration_once_with_its_range():
     edges = tradeoff_panels(comparison_table({"low": _doc({"fresh": 4}, (0, 1), 0.1), "high": _doc({"fresh": 4}, (9, 8), 0.1)}),
                             ("fresh",))
     assert [t.textposition for t in edges.data] == ["top right", "top left"] and not edges.data[0].cliponaxis
+    # targets: a dashed line per panel, and the axes reach them even when every point sits far below
+    lined = tradeoff_panels(comparison_table({"a": _doc({"fresh": 1, "pl": 2}, (1, 1), 0.1)}), ("fresh", "pl"),
+                            targets={"fresh": 0.7}, over_refusal_target=0.6)
+    horizontal = [s for s in lined.layout.shapes if s.y0 == s.y1]
+    vertical = [s for s in lined.layout.shapes if s.x0 == s.x1]
+    assert [s.y0 for s in horizontal] == [0.7] and [s.x0 for s in vertical] == [0.6, 0.6]
+    assert lined.layout.yaxis.range[1] == pytest.approx(0.78) and lined.layout.xaxis.range[1] == pytest.approx(0.68)
 
 
 def _completions(folder, refused: dict, harmful=("make a bomb",)):

@@ -39,6 +39,8 @@ SOURCES = {
         ("steps180", "180 steps", "180 steps, adversary at 10, 15, 20"),
         ("latent-layers", "layers 17, 22", "documented: 120 steps + adversary at 17, 22"),
         ("latent-layers", "layers 17, 22, 180 steps", "180 steps, adversary at 17, 22"),
+        ("latent-layers", "layers 10, 17, 22", "adversary at 10, 17, 22"),
+        ("latent-layers", "layers 10, 17, 22, fraction 0.375", "adversary at 10, 17, 22 on 37.5% of the steps"),
     ],
     "24-prompts": [
         ("seeds-contrast", "aligned", "aligned"),

@@ -4,8 +4,9 @@ against over-refusal, with the targets drawn in.
 It reads the comparison tables that ``drtk compare`` wrote for the document's sections (``figures/*/comparison.csv``,
 committed), keeps the configurations below under one name each, and writes ``figures/overview/<basis>/``:
 ``comparison.csv``, ``spread.csv``, ``comparison.md`` and ``tradeoff.png``. Two bases, since rates on
-different prompts do not share an axis: the whole held-out split (65 harmful, 70 harmless, 40 borderline prompts)
-and the demo's first 24 harmful with 24 + 24 benign ones (the only basis with DeepRefusal and prefilling).
+different prompts do not share an axis: the whole held-out split (65 harmful, 70 harmless, 40 borderline prompts),
+the demo's first 24 harmful with 24 + 24 benign ones, and prompts from outside drtk (the first 100 AdvBench
+harmful, 70 harmless, the first 100 XSTest safe prompts; with the 24, the bases with DeepRefusal and prefilling).
 Every run started from the current demo's aligned model.
 
     python scripts/adaptive_overview.py            # from the repository root
@@ -52,10 +53,18 @@ SOURCES = {
         ("transition", "adaptive + transition", "adaptive, 60 steps + transition"),
         ("latent-layers-battery", "command", "documented: 120 steps + adversary at 17, 22"),
     ],
+    "advbench": [
+        ("advbench", "aligned", "aligned"),
+        ("advbench", "DeepRefusal (demo)", "deeprefusal, + decision tokens (demo)"),
+        ("advbench", "adaptive (demo)", "adaptive, 60 steps (demo)"),
+        ("advbench", "adaptive recipe", "documented: 120 steps + adversary at 17, 22"),
+    ],
 }
-ATTACKS = {"whole-split": (FRESH, PER_LAYER, TRANSFER), "24-prompts": (FRESH, PER_LAYER, TRANSFER, PREFILL)}
-# the aligned model's pooled over-refusal on each basis (0 of 70 harmless and 2 of 40 borderline; 0 of 24 and 1 of 24)
-ALIGNED_OVER_REFUSAL = {"whole-split": 2 / 110, "24-prompts": 1 / 48}
+ATTACKS = {"whole-split": (FRESH, PER_LAYER, TRANSFER), "24-prompts": (FRESH, PER_LAYER, TRANSFER, PREFILL),
+           "advbench": (FRESH, PER_LAYER, TRANSFER, PREFILL)}
+# the aligned model's pooled over-refusal on each basis (0 of 70 harmless and 2 of 40 borderline; 0 of 24 and 1 of
+# 24; 0 of 70 and 18 of 100 XSTest)
+ALIGNED_OVER_REFUSAL = {"whole-split": 2 / 110, "24-prompts": 1 / 48, "advbench": 18 / 170}
 TABLES = {"latent-layers-battery": "latent-layers/battery.csv"}  # where a table is not <section>/comparison.csv
 
 

@@ -5,8 +5,9 @@ It reads the comparison tables that ``drtk compare`` wrote for the document's se
 committed), keeps the configurations below under one name each, and writes ``figures/overview/<basis>/``:
 ``comparison.csv``, ``spread.csv``, ``comparison.md`` and ``tradeoff.png``. Two bases, since rates on
 different prompts do not share an axis: the whole held-out split (65 harmful, 70 harmless, 40 borderline prompts),
-the demo's first 24 harmful with 24 + 24 benign ones, and prompts from outside drtk (the first 100 AdvBench
-harmful, 70 harmless, the first 100 XSTest safe prompts; with the 24, the bases with DeepRefusal and prefilling).
+the demo's first 24 harmful with 24 + 24 benign ones, and prompts from outside drtk: the first 100 AdvBench
+harmful with 70 harmless and the first 100 XSTest safe prompts, and the first 100 HarmBench standard behaviours with
+the held-out 70 + 40 benign ones (with the 24, the bases with DeepRefusal and prefilling).
 Every run started from the current demo's aligned model.
 
     python scripts/adaptive_overview.py            # from the repository root
@@ -59,12 +60,18 @@ SOURCES = {
         ("advbench", "adaptive (demo)", "adaptive, 60 steps (demo)"),
         ("advbench", "adaptive recipe", "documented: 120 steps + adversary at 17, 22"),
     ],
+    "harmbench": [
+        ("harmbench", "aligned", "aligned"),
+        ("harmbench", "DeepRefusal (demo)", "deeprefusal, + decision tokens (demo)"),
+        ("harmbench", "adaptive (demo)", "adaptive, 60 steps (demo)"),
+        ("harmbench", "adaptive recipe", "documented: 120 steps + adversary at 17, 22"),
+    ],
 }
 ATTACKS = {"whole-split": (FRESH, PER_LAYER, TRANSFER), "24-prompts": (FRESH, PER_LAYER, TRANSFER, PREFILL),
-           "advbench": (FRESH, PER_LAYER, TRANSFER, PREFILL)}
+           "advbench": (FRESH, PER_LAYER, TRANSFER, PREFILL), "harmbench": (FRESH, PER_LAYER, TRANSFER, PREFILL)}
 # the aligned model's pooled over-refusal on each basis (0 of 70 harmless and 2 of 40 borderline; 0 of 24 and 1 of
-# 24; 0 of 70 and 18 of 100 XSTest)
-ALIGNED_OVER_REFUSAL = {"whole-split": 2 / 110, "24-prompts": 1 / 48, "advbench": 18 / 170}
+# 24; 0 of 70 and 18 of 100 XSTest; HarmBench's benign prompts are the whole split's)
+ALIGNED_OVER_REFUSAL = {"whole-split": 2 / 110, "24-prompts": 1 / 48, "advbench": 18 / 170, "harmbench": 2 / 110}
 TABLES = {"latent-layers-battery": "latent-layers/battery.csv"}  # where a table is not <section>/comparison.csv
 
 

@@ -88,9 +88,14 @@ def register(subparsers: Any) -> None:
                    help=f"share of rows trained without any ablation in each pass ({_default('schedule.clean_fraction')})")
     p.add_argument("--max-response-tokens", type=int, default=None,
                    help=f"answers are cut to this many tokens ({_default('data.max_response_tokens')})")
-    p.add_argument("--n-harmful", type=int, default=None, help="harmful prompts: the train split, then the fit split")
-    p.add_argument("--n-harmless", type=int, default=None, help="harmless prompts: the train split, then the fit split")
-    p.add_argument("--n-borderline", type=int, default=None, help="use at most this many borderline prompts (train, then fit split)")
+    for role, what in (("harmful", "to refuse"), ("harmless", "to keep answering"),
+                       ("borderline", "safe but scary-sounding, to keep answering")):
+        p.add_argument(f"--{role}", default=None, metavar="SET_OR_FILE",
+                       help=f"{role} training prompts ({what}): a file (.txt, .csv, .json, .jsonl) or benchmark name, "
+                            f"every prompt in it (default: drtk's {role} set, its train split, then its fit split)")
+        p.add_argument(f"--n-{role}", type=int, default=None,
+                       help=f"the first N {role} prompts (shipped set: the train split, then the fit split"
+                            + ("; default both" if role == "borderline" else "") + ")")
     p.add_argument("--borderline-repeat", type=int, default=None,
                    help=f"each borderline-benign example appears this many times, against over-refusal "
                         f"({_default('data.borderline_repeat')})")
@@ -288,6 +293,23 @@ def _harmful_answers(path: Path, prompts: "Sequence[str]") -> list[str]:
     return answers
 
 
+def _training_prompts(spec: "str | None", role: str, n: "int | None") -> Any:
+    """The ``role`` prompts to train on: the first ``n`` of a user's set or file (all of it by default), or
+    of a shipped set's train split and then its fit split, so that its test split stays held out."""
+    from drtk.data import load_prompts, standard_splits
+    from drtk.data.loading import SHIPPED_PROMPT_SETS
+
+    if n is not None and n < 0:
+        raise ConfigError(f"--n-{role} must be >= 0, got {n}")
+    if spec is None or spec in SHIPPED_PROMPT_SETS:
+        split = standard_splits(spec or role, seed=0)
+        return _take(split["train"], split["fit"], n, default_all=role == "borderline")
+    ps = load_prompts(spec)
+    if not len(ps):
+        raise DataError(f"--{role} {spec!r} holds no prompts")
+    return ps.head(n) if n is not None else ps
+
+
 def _take(train: Any, fit: Any, n: "int | None", *, default_all: bool = False) -> Any:
     """The train split's first ``n`` prompts; past its end, prompts of the fit split spread evenly over it
     (the split keeps its category mix). ``n=None``: the train split, or both with ``default_all``."""
@@ -309,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
     from drtk.data import standard_splits
     from drtk.directions import Direction, SelectionConfig, find_direction
     from drtk.training import (DirectionDrift, Example, GenerationCache, Trainer, TrainingSet, build_training_set,
-                               save_adapter, save_merged)
+                               save_adapter, save_merged, save_training_record)
     from drtk.viz import save_figure
     from drtk.viz.training import direction_drift, schedule_heatmap, schedule_over_steps, training_curves
 
@@ -321,12 +343,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.dtype is None:  # full-precision master weights; bf16 autocast still runs the matmuls on CUDA
         args.dtype = "float32"
-    harmful, harmless, borderline = (standard_splits(n, seed=0) for n in ("harmful", "harmless", "borderline"))
-    # Past the train split, training prompts come from the fit split (the test split stays held out);
-    # borderline prompts fit no direction, so both their splits train by default.
-    splits = {"harmful": _take(harmful["train"], harmful["fit"], args.n_harmful),
-              "harmless": _take(harmless["train"], harmless["fit"], args.n_harmless),
-              "borderline": _take(borderline["train"], borderline["fit"], args.n_borderline, default_all=True)}
+    # Training prompts: a user's sets whole, or the shipped sets' train splits and then their fit splits (the test
+    # splits stay held out; borderline prompts fit no direction, so both their splits train by default). Direction
+    # finding, refreshing and the drift probe read the shipped fit and val splits.
+    splits = {role: _training_prompts(getattr(args, role), role, getattr(args, f"n_{role}"))
+              for role in ("harmful", "harmless", "borderline")}
+    harmful, harmless = (standard_splits(n, seed=0) for n in ("harmful", "harmless"))
     # read before the model loads, so a file that answers none of the training prompts fails at once
     answers = _harmful_answers(args.harmful_answers, splits["harmful"].prompts) if args.harmful_answers else None
     model = load_model_from_args(args)
@@ -361,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
         if source != data_path:
             data_path.write_text(source.read_text())
     else:
-        meta["data"] = {k: {"n": len(v), "sha256": v.sha256()} for k, v in splits.items()}
+        meta["data"] = {k: {"n": len(v), "source": v.source, "sha256": v.sha256()} for k, v in splits.items()}
         cache = GenerationCache(args.generations) if args.generations is not None else None
         if answers is not None:
             meta["data"]["harmful_answers"] = str(args.harmful_answers)
@@ -380,8 +402,8 @@ def run(args: argparse.Namespace) -> int:
 
     probe_h, probe_b = harmful["val"].head(16).prompts, harmless["val"].head(16).prompts
     drift = DirectionDrift(probe_h, probe_b, every=max(1, cfg.steps // 10))
-    trainer = Trainer(model, data, cfg, direction=direction, callbacks=[drift], checkpoint_dir=out,
-                      refresh_prompts=(harmful["fit"].head(32).prompts, harmless["fit"].head(32).prompts))
+    refresh = (harmful["fit"].head(32).prompts, harmless["fit"].head(32).prompts)
+    trainer = Trainer(model, data, cfg, direction=direction, callbacks=[drift], checkpoint_dir=out, refresh_prompts=refresh)
     cfg = trainer.config  # with the layers a default resolved to on this model
     write_json(out / "config.json", {"train": cfg.to_dict(), "run": meta})
     result = trainer.train(resume=args.resume)
@@ -392,6 +414,12 @@ def run(args: argparse.Namespace) -> int:
     if trainer.peft_model is not None:
         save_adapter(trainer.peft_model, out / "adapter", base=model.model_id)
     save_merged(model, out / "model", peft_model=trainer.peft_model)
+    # the prompts the model learned from, for the contamination check of any later evaluation of it
+    learned = {group: [e.prompt for e in data.examples if e.group == group] for group in ("harmful", "benign")}
+    if trainer.provider is not None and cfg.direction_refresh_every is not None:
+        learned["refresh"] = [*refresh[0], *refresh[1]]
+    for folder in (out / "model", out / "adapter") if trainer.peft_model is not None else (out / "model",):
+        save_training_record(folder, base=model.model_id, method=cfg.method, prompts=learned)
     figs = out / "figures"
     save_figure(training_curves(result.history), figs, "training_curves")
     if not drift.frame.empty:

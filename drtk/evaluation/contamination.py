@@ -1,9 +1,10 @@
 """The automatic contamination check of an evaluation: prompts that occur in a model's training or
 direction-fitting data are reported and dropped.
 
-Known data comes from sets passed in, and from hashes recorded next to models and directions
-(``run.json``, ``drtk_base.json``, a direction's ``data_hashes``): every shipped split whose
-``sha256()`` matches a recorded hash is treated as known data, as is any list of prompts recorded there.
+Known data comes from sets passed in, and from what is recorded next to models and directions
+(``drtk_train.json``, ``run.json``, ``drtk_base.json``, a direction's ``data_hashes``): every shipped split
+whose ``sha256()`` matches a recorded hash is treated as known data, as is any list of prompts recorded
+there (under a key naming prompts).
 """
 
 import json
@@ -37,7 +38,7 @@ def sets_from_metadata(meta: dict[str, Any], *, seeds: Sequence[int] = (0,)) -> 
     for path, value in _walk(meta):
         if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
             hashes.add(value)
-        elif isinstance(value, list) and "prompt" in path.lower() and len(value) > 1:
+        elif isinstance(value, list) and "prompt" in path.lower():
             lists.append(PromptSet(name=path, prompts=tuple(value), source="metadata"))
     found = []
     if hashes:
@@ -51,7 +52,8 @@ def sets_from_metadata(meta: dict[str, Any], *, seeds: Sequence[int] = (0,)) -> 
 
 
 def sets_from_folder(folder: "str | Path") -> list[PromptSet]:
-    """Known data recorded in a model or run folder (``run.json``, ``drtk_base.json``, ``*.json`` sidecars)."""
+    """Known data recorded in a model or run folder (``drtk_train.json``, ``run.json``, ``drtk_base.json``, ``*.json``
+    sidecars)."""
     folder = Path(str(folder).split("+", 1)[-1])
     if not folder.is_dir():
         return []

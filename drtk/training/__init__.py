@@ -14,13 +14,13 @@ from drtk.training.data import (
     helpful_examples, recovery_examples, refusal_examples, with_contrast, with_transitions,
 )
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
-from drtk.training.export import save_adapter, save_merged
+from drtk.training.export import save_adapter, save_merged, save_training_record
 from drtk.training.loop import Callback, Trainer, TrainResult, train
 
 __all__ = [
     "METHODS", "Callback", "DataConfig", "DirectionDrift", "DirectionProvider", "Example", "FixedDirection",
     "GenerationCache", "LivePlot", "RefreshedDirection", "RefusalProbe", "TrainBatch", "TrainConfig", "TrainResult", "Trainer",
     "TrainingSet", "build_training_set", "collate", "encode_example", "end_of_turn_ids", "helpful_examples",
-    "default_latent_layers", "recovery_examples", "refusal_examples", "save_adapter", "save_merged", "train", "with_contrast",
-    "with_transitions",
+    "default_latent_layers", "recovery_examples", "refusal_examples", "save_adapter", "save_merged", "save_training_record", "train",
+    "with_contrast", "with_transitions",
 ]

@@ -4,6 +4,8 @@
   ``adapter_model.safetensors``) plus ``drtk_base.json`` naming the base model, loadable on a plain
   Hugging Face model of the base.
 * ``save_merged``: the full weights (adapter merged when there is one), ``config.json`` and the tokenizer.
+* ``save_training_record``: ``drtk_train.json``, the prompts a model was trained on (its base model's too),
+  so that an evaluation of the folder drops them from its prompt sets (:mod:`drtk.evaluation.contamination`).
 
 The bridge wraps every HF module in place, so parameter names carry ``._original_component``; both
 writers strip it, giving the standard Hugging Face names.
@@ -80,3 +82,22 @@ def save_merged(model: Any, out_dir: "str | Path", *, peft_model: Any = None) ->
     fresh.save_pretrained(str(out))
     model.tokenizer.save_pretrained(str(out))
     return out
+
+
+TRAINING_RECORD = "drtk_train.json"
+
+
+def save_training_record(out_dir: "str | Path", *, base: str, method: str, prompts: "dict[str, list[str]]") -> Path:
+    """Write ``drtk_train.json`` into a saved model folder: the base model, the method, and the prompts
+    it was trained on by role (``harmful``, ``benign``, and e.g. ``refresh`` for direction re-extraction).
+    A base that is a folder with its own record passes it on (``base_record``), so a model trained from a
+    trained model still knows every prompt before it."""
+    out = Path(out_dir)
+    record: dict[str, Any] = {"base": base, "method": method,
+                              "prompts": {role: sorted(set(ps)) for role, ps in prompts.items() if ps}}
+    inherited = Path(base) / TRAINING_RECORD
+    if inherited.is_file():
+        record["base_record"] = json.loads(inherited.read_text())
+    path = out / TRAINING_RECORD
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False))
+    return path

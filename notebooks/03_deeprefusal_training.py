@@ -34,7 +34,8 @@ OUT = "runs/notebook03"  # where the trained models are saved
 import drtk
 from drtk.data import standard_splits
 from drtk.schedules import AblationSchedule
-from drtk.training import DataConfig, DirectionDrift, TrainConfig, Trainer, build_training_set, save_merged
+from drtk.training import (DataConfig, DirectionDrift, TrainConfig, Trainer, TrainingSet, build_training_set, save_merged,
+                           save_training_record)
 from drtk.viz.training import direction_drift, schedule_heatmap, training_curves
 
 model = drtk.load_model(MODEL)
@@ -87,3 +88,6 @@ direction_drift(drift.frame)
 
 # %%
 save_merged(model, f"{OUT}/deeprefusal")  # loadable with drtk.load_model
+# with the prompts it learned from: `drtk eval` of the folder leaves them out of the prompts it attacks
+save_training_record(f"{OUT}/deeprefusal", base=MODEL, method="refusal, then deeprefusal",
+                     prompts=TrainingSet(data.examples + dr_data.examples).prompts())

@@ -415,7 +415,7 @@ def run(args: argparse.Namespace) -> int:
         save_adapter(trainer.peft_model, out / "adapter", base=model.model_id)
     save_merged(model, out / "model", peft_model=trainer.peft_model)
     # the prompts the model learned from, for the contamination check of any later evaluation of it
-    learned = {group: [e.prompt for e in data.examples if e.group == group] for group in ("harmful", "benign")}
+    learned = data.prompts()
     if trainer.provider is not None and cfg.direction_refresh_every is not None:
         learned["refresh"] = [*refresh[0], *refresh[1]]
     for folder in (out / "model", out / "adapter") if trainer.peft_model is not None else (out / "model",):

@@ -94,6 +94,13 @@ class TrainingSet:
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(e) for e in self.examples])
 
+    def prompts(self) -> dict[str, list[str]]:
+        """Each loss group's distinct prompts, in order of first appearance (for ``save_training_record``)."""
+        out: dict[str, dict[str, None]] = {g: {} for g in GROUPS}
+        for ex in self.examples:
+            out[ex.group][ex.prompt] = None
+        return {g: list(ps) for g, ps in out.items() if ps}
+
     def require_groups(self, groups: Sequence[str] = GROUPS) -> "TrainingSet":
         """Raise :class:`DataError` when a loss group has no example (a one-sided set)."""
         have = {e.group for e in self.examples}

@@ -89,7 +89,8 @@ TRAINING_RECORD = "drtk_train.json"
 
 def save_training_record(out_dir: "str | Path", *, base: str, method: str, prompts: "dict[str, list[str]]") -> Path:
     """Write ``drtk_train.json`` into a saved model folder: the base model, the method, and the prompts
-    it was trained on by role (``harmful``, ``benign``, and e.g. ``refresh`` for direction re-extraction).
+    it was trained on by role (``harmful``, ``benign`` -- :meth:`TrainingSet.prompts` -- and e.g. ``refresh``
+    for direction re-extraction).
     A base that is a folder with its own record passes it on (``base_record``), so a model trained from a
     trained model still knows every prompt before it."""
     out = Path(out_dir)

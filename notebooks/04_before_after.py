@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -14,10 +16,10 @@
 # %% [markdown]
 # # 04 · Before and after
 #
-# Compare an aligned model with a defended one: the refusal projection per layer with and without the
-# ablation attack (the "rebuilding" picture), and attack success before vs after with intervals. By
-# default both are the embedded model (so the notebook runs anywhere); point `ALIGNED` and `DEFENDED` at
-# `drtk demo` outputs (`DIR/aligned/model`, `DIR/deeprefusal/model`) to see the real story.
+# Compare an aligned model with a defended one: the refusal projection per layer on harmful and harmless
+# prompts, with and without the ablation attack (the "rebuilding" picture), and attack success before vs
+# after with intervals. By default both are the embedded model (so the notebook runs anywhere); point
+# `ALIGNED` and `DEFENDED` at `drtk demo` outputs (`DIR/aligned/model`, `DIR/deeprefusal/model`) to see the real story.
 
 # %% tags=["parameters"]
 ALIGNED = "smollm2-135m-instruct"
@@ -43,10 +45,12 @@ for name, path in (("aligned", ALIGNED), ("defended", DEFENDED)):
     model = drtk.load_model(path)
     own = per_layer_directions(model, harmful["fit"].head(32).prompts, harmless["fit"].head(32).prompts,
                                position=direction.position).vector
-    clean = projections_by_layer(model, harmful["test"].head(N).prompts, own, position=direction.position)
-    with drtk.ablation(model, direction.vector):
-        attacked = projections_by_layer(model, harmful["test"].head(N).prompts, own, position=direction.position)
-    panels[name] = {"harmful": clean, "harmful, ablation attack": attacked}
+    panels[name] = {}
+    for group, splits in (("harmful", harmful), ("harmless", harmless)):
+        prompts = splits["test"].head(N).prompts
+        panels[name][group] = projections_by_layer(model, prompts, own, position=direction.position)
+        with drtk.ablation(model, direction.vector):
+            panels[name][f"{group}, ablation attack"] = projections_by_layer(model, prompts, own, position=direction.position)
     ctx = AttackContext(direction=direction, generation=drtk.GenerationConfig(max_new_tokens=48))
     ev = evaluate(model, [get_attack("none"), get_attack("direction-ablation")], harmful["test"].head(N), context=ctx)
     results[name] = ev.to_results()

@@ -38,10 +38,11 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
     direction = Direction.load(out / "direction")
     harmful, harmless = standard_splits("harmful"), standard_splits("harmless")
     fit_h, fit_b = harmful["fit"].head(n).prompts, harmless["fit"].head(n).prompts
-    test_h = harmful["test"].head(n).prompts
+    tests = {"harmful": harmful["test"].head(n).prompts, "harmless": harmless["test"].head(n).prompts}
     by_layer: dict[str, dict[str, torch.Tensor]] = {}
     by_depth: dict[str, dict[str, torch.Tensor]] = {}
     summary: dict[str, Any] = {}
+    prefix_ends: list[float] = []
     aligned_cands = None
     for name, path in models.items():
         model = load_model(path)
@@ -52,20 +53,27 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
         own = cands.diffs[direction.position]  # (L, d), on the CPU like the collected activations
         unit_own = own / own.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
-        def project() -> torch.Tensor:
-            acts = collect_post_instruction(model, test_h, reduce="none")[:, direction.position]  # (b, L, d)
+        def project(prompts: Any) -> torch.Tensor:
+            acts = collect_post_instruction(model, prompts, reduce="none")[:, direction.position]  # (b, L, d)
             return torch.einsum("bld,ld->bl", acts, unit_own)
 
-        clean = project()
+        clean = {group: project(prompts) for group, prompts in tests.items()}
         with ablation(model, r):
-            attacked = project()
-        by_layer[name] = {"harmful": clean, "harmful, transferred-direction ablation attack": attacked}
-        summary[name] = {"projection_at_layer": float(clean[:, direction.layer].mean()),
-                         "projection_at_layer_under_ablation": float(attacked[:, direction.layer].mean())}
-        responses = _prefilled_responses(out / f"attack-{name}" / "completions.jsonl", label=f"prefill[k={prefill_k}]", n=n)
-        if responses:
-            by_depth[name] = {f"harmful + {prefill_k} prefilled tokens": _depth_projection(model, responses, unit_own[direction.layer],
-                                                                                  direction.layer)}
+            attacked = {group: project(prompts) for group, prompts in tests.items()}
+        by_layer[name] = {}
+        for group in tests:
+            by_layer[name][group] = clean[group]
+            by_layer[name][f"{group}, transferred-direction ablation attack"] = attacked[group]
+        at = direction.layer
+        summary[name] = {"projection_at_layer": float(clean["harmful"][:, at].mean()),
+                         "projection_at_layer_under_ablation": float(attacked["harmful"][:, at].mean()),
+                         "harmless_projection_at_layer": float(clean["harmless"][:, at].mean()),
+                         "harmless_projection_at_layer_under_ablation": float(attacked["harmless"][:, at].mean())}
+        depth = _depth_lines(model, out / f"attack-{name}" / "completions.jsonl", unit_own[at], at, n=n, prefill_k=prefill_k)
+        if depth is not None:
+            by_depth[name], depth_summary, prefix_end = depth
+            summary[name]["along_prefilled_response"] = depth_summary
+            prefix_ends.append(prefix_end)
         if aligned_cands is None:
             aligned_cands = cands
         else:
@@ -73,32 +81,62 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
                                                title=f"Candidate directions: aligned (rows) vs {name} (columns)"),
                         fig_dir, f"cosine_aligned_vs_{name}")
         del model
-    save_figure(projection_panels(by_layer, title="Refusal projection per layer on held-out harmful prompts "
+    save_figure(projection_panels(by_layer, title="Refusal projection per layer on held-out harmful and harmless prompts "
                                   "(each model's own difference-in-means direction per layer)"), fig_dir, "projection_by_layer")
     if by_depth:
+        end = sum(prefix_ends) / len(prefix_ends)
         save_figure(projection_panels(by_depth, x_title="token depth into the response (prefix first)",
+                                      marks={end - 0.5: f"end of the {prefill_k}-token prefill"},
                                       title=f"Does refusal come back after a harmful prefix? Projection at layer {direction.layer}"),
                     fig_dir, "projection_by_token_depth")
     return summary
 
 
-def _prefilled_responses(path: Path, *, label: str, n: int) -> list[tuple[str, str, str]]:
-    """(prompt, prefill, the model's own continuation) for the attack ``label``, from an attack stage's
-    ``completions.jsonl``: the projection figure reads the very responses that were judged."""
+def _responses(path: Path, *, attack: str, group: str, n: int) -> list[tuple[str, str, str]]:
+    """(prompt, attack input, the model's own completion) of ``attack`` on the ``group`` set, from an attack
+    stage's ``completions.jsonl``: the projection figure reads the very responses that were judged."""
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    picked = [(r["prompt"], r["attack_input"], r["completion"]) for r in rows
-              if r.get("attack") == label and r.get("attack_input")]
+    picked = [(r["prompt"], r.get("attack_input") or "", r["completion"]) for r in rows
+              if r.get("attack") == attack and r.get("set", "harmful") == group]
     return picked[:n]
+
+
+def _depth_lines(model: Any, path: Path, r: torch.Tensor, layer: int, *, n: int,
+                 prefill_k: int) -> "tuple[dict[str, torch.Tensor], dict[str, float], float] | None":
+    """The token-depth picture of one model: its prefilled harmful responses, with its own unprefilled
+    answers to harmful prompts (its refusals) and to harmless ones as the two levels to read them against;
+    a summary (mean projection over the prefill, over the next ``prefill_k`` tokens, and of the two
+    references); and where the prefill ends (mean tokens)."""
+    prefilled = [x for x in _responses(path, attack=f"prefill[k={prefill_k}]", group="harmful", n=n) if x[1]]
+    if not prefilled:
+        return None
+    ends = [len(model.tokenizer(model.chat.format(p, pre), add_special_tokens=False)["input_ids"])
+            - len(model.tokenizer(model.chat.format(p), add_special_tokens=False)["input_ids"]) for p, pre, _ in prefilled]
+    end = sum(ends) / len(ends)
+    lines = {f"harmful + {prefill_k} prefilled tokens": _depth_projection(model, prefilled, r, layer)}
+    for group, label in (("harmful", "harmful, own answer (no prefill)"), ("harmless", "harmless, own answer")):
+        own = _responses(path, attack="none", group=group, n=n)
+        if own:
+            lines[label] = _depth_projection(model, own, r, layer)
+    main = lines[f"harmful + {prefill_k} prefilled tokens"]
+    cut = int(round(end))
+    mean = lambda t: float(torch.nanmean(t)) if t.numel() and not bool(torch.isnan(t).all()) else float("nan")  # noqa: E731
+    summary = {"prefill_tokens": end, "over_the_prefill": mean(main[:, :cut]),
+               "next_tokens_after_it": mean(main[:, cut: cut + prefill_k])}
+    for label, key in (("harmful, own answer (no prefill)", "own_answers_harmful"), ("harmless, own answer", "own_answers_harmless")):
+        if label in lines:
+            summary[key] = mean(lines[label])
+    return lines, summary, end
 
 
 @torch.no_grad()
 def _depth_projection(model: Any, responses: list[tuple[str, str, str]], r: torch.Tensor, layer: int,
                       depth: int = 64) -> torch.Tensor:
-    """Projection onto ``r`` at ``layer`` along each response (the prefill, then the model's continuation),
-    up to ``depth`` tokens (NaN past a response's end; depths that fewer than half the responses reach are
-    cut). One forward pass per response, no generation."""
+    """Projection onto ``r`` at ``layer`` along each response (the prefill, if any, then the model's
+    continuation), up to ``depth`` tokens (NaN past a response's end; depths that fewer than half the
+    responses reach are cut). One forward pass per response, no generation."""
     rows = []
     for prompt, prefill, cont in responses:
         text = model.chat.format(prompt, prefill + cont)
@@ -238,9 +276,19 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...]) -> str:
     lines += ["", "## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
     lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in _targets(evals, defences)]
     lines += ["", "## Refusal projection", ""]
+    lines += ["Mean projection onto each model's own difference-in-means direction at the aligned direction's layer "
+              f"(layer {d['layer']}, post-instruction position {d['position']}), held-out prompts; along a response, "
+              "the same at every response token (`figures/projection_by_token_depth`): over the prefilled harmful tokens, "
+              "over as many tokens after them, and over the model's own answers without a prefill.", "",
+              "| model | harmful | harmful, ablation attack | harmless | harmless, ablation attack | "
+              "prefilled response: over the prefill | after it | own answers, harmful prompts | own answers, harmless prompts |",
+              "| --- |" + " --- |" * 8]
     for n, p in m["projections"].items():
-        lines.append(f"- {n}: mean projection at the direction's layer {p['projection_at_layer']:.2f}, "
-                     f"under the transferred-direction ablation attack {p['projection_at_layer_under_ablation']:.2f}")
+        along = p.get("along_prefilled_response", {})
+        cells = [p.get(k) for k in ("projection_at_layer", "projection_at_layer_under_ablation",
+                                    "harmless_projection_at_layer", "harmless_projection_at_layer_under_ablation")]
+        cells += [along.get(k) for k in ("over_the_prefill", "next_tokens_after_it", "own_answers_harmful", "own_answers_harmless")]
+        lines.append(f"| {n} | " + " | ".join("—" if c is None else f"{c:.1f}" for c in cells) + " |")
     lines += ["", "## Figures", ""]
     for fig in ("asr_before_after", "asr_vs_over_refusal", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer",
                 "projection_by_token_depth"):

@@ -121,11 +121,13 @@ def asr_vs_over_refusal(results: Mapping[str, Mapping[str, Any]], *, attacks: "t
     return fig
 
 
-def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str = "", x_title: str = "layer") -> go.Figure:
+def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str = "", x_title: str = "layer",
+                      marks: "Mapping[float, str] | None" = None) -> go.Figure:
     """Side-by-side panels of mean ± std projections, e.g. one panel per model, lines with/without attack.
 
     Args:
         panels: panel title -> (line label -> projections ``(batch, x)``).
+        marks: x -> label of a dotted vertical line drawn in every panel (e.g. where a prefill ends).
     """
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), shared_yaxes=True)
     palette = ["#d62728", "#ff9896", "#1f77b4", "#aec7e8", "#2ca02c", "#98df8a"]
@@ -141,6 +143,9 @@ def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str 
             fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=label, legendgroup=label, showlegend=col == 1,
                                      line=dict(color=color, dash="dash" if "attack" in label or "ablat" in label else "solid")),
                           row=1, col=col)
+        for x_mark, text in (marks or {}).items():
+            label = dict(annotation_text=text, annotation_position="top right") if col == 1 else {}
+            fig.add_vline(x=x_mark, line=dict(color="gray", dash="dot"), row=1, col=col, **label)
         fig.update_xaxes(title_text=x_title, row=1, col=col)
     fig.update_yaxes(title_text="projection onto the refusal direction", row=1, col=1)
     fig.update_layout(title=title, width=420 * len(panels) + 200, height=460)

@@ -24,6 +24,13 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
     for fig in ("asr_before_after", "asr_vs_over_refusal", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer",
                 "projection_by_token_depth"):
         assert (out / "figures" / f"{fig}.html").exists(), fig
+    for name, proj in metrics["projections"].items():  # harmless prompts beside harmful ones, and the depth summary
+        assert {"projection_at_layer", "harmless_projection_at_layer_under_ablation"} <= set(proj), name
+        along = proj["along_prefilled_response"]
+        assert along["prefill_tokens"] > 0 and {"over_the_prefill", "own_answers_harmful", "own_answers_harmless"} <= set(along)
+    assert "| model | harmful | harmful, ablation attack | harmless |" in report
+    depth_html = (out / "figures" / "projection_by_token_depth.html").read_text()
+    assert "end of the" in depth_html and "harmless, own answer" in depth_html
     for stage in ("aligned", "deeprefusal", "adaptive"):  # a finished training stage keeps its model, not its checkpoint
         assert (out / stage / "model").is_dir() and not (out / stage / "checkpoint").exists()
     regions = {m: json.loads((out / m / "config.json").read_text())["train"]["schedule"] for m in ("deeprefusal", "adaptive")}

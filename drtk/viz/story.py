@@ -78,18 +78,40 @@ def asr_vs_prefill_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure
     return fig
 
 
+_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "star", "cross", "triangle-down", "pentagon",
+            "hexagon", "star-triangle-up", "hourglass"]
+
+
 def asr_vs_kl_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure:
-    """Each model-editing attack as a point: its capability cost (KL) against its success."""
+    """Each model-editing attack as a point: its capability cost (KL) against its success (95% Wilson
+    interval). Colour is the model, the marker the attack, each with its own legend, so points that fall
+    together stay readable."""
     fig = go.Figure()
+    attacks: list[str] = []
+    for res in results.values():
+        attacks += [label for label, a in res["attacks"].items() if a.get("kl") is not None and label not in attacks]
+    symbol = {label: _SYMBOLS[i % len(_SYMBOLS)] for i, label in enumerate(attacks)}
     for i, (name, res) in enumerate(results.items()):
-        pts = [(a["kl"], a["asr"], label) for label, a in res["attacks"].items() if a.get("kl") is not None]
-        if not pts:
-            continue
-        kl, asr, text = zip(*pts)
-        fig.add_trace(go.Scatter(x=kl, y=asr, mode="markers+text", text=text, textposition="top center", name=name,
-                                 marker=dict(size=10, color=_color(name, i))))
-    fig.update_layout(title="Attack success vs capability cost of the edit", xaxis=dict(title="KL(unattacked ‖ attacked)", type="log"),
-                      yaxis=dict(title="attack success rate", range=[-0.05, 1.1]), width=900, height=520)
+        color = _color(name, i)
+        for label, a in res["attacks"].items():
+            if a.get("kl") is None:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[a["kl"]], y=[a["asr"]], mode="markers", showlegend=False, name=f"{name}: {label}",
+                marker=dict(size=12, color=color, symbol=symbol[label], line=dict(width=1, color="white")),
+                error_y=dict(type="data", symmetric=False, array=[a["ci_high"] - a["asr"]],
+                             arrayminus=[a["asr"] - a["ci_low"]], color=color, thickness=1),
+                hovertemplate=f"{name}<br>{label}<br>KL %{{x:.3g}}<br>ASR %{{y:.0%}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, legend="legend",
+                                 marker=dict(size=12, color=color, symbol="circle")))
+    for label in attacks:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label, legend="legend2",
+                                 marker=dict(size=11, color="#555555", symbol=symbol[label])))
+    fig.update_layout(title="Attack success vs capability cost of the edit (95% Wilson intervals)",
+                      xaxis=dict(title="KL(unattacked ‖ attacked) on benign answers", type="log"),
+                      yaxis=dict(title="attack success rate", range=[-0.05, 1.1], tickformat=".0%"),
+                      legend=dict(title_text="model", x=1.02, y=1, yanchor="top"),
+                      legend2=dict(title_text="attack", x=1.02, y=0.6, yanchor="top"), width=1000, height=540)
     return fig
 
 

@@ -63,3 +63,18 @@ def test_configurations_keep_distinct_colours_beside_the_demos_models():
     colours = [_color(name, i) for i, name in enumerate(names)]
     assert colours[1] == colours[2]  # a repeat takes its configuration's colour
     assert len(set(colours)) == len(names) - 1
+
+
+def test_asr_vs_kl_models_tells_models_by_colour_and_attacks_by_marker():
+    from drtk.viz.story import asr_vs_kl_models
+
+    docs = {"aligned": {"attacks": {"a[x=1]": _row("a", 0.9, kl=0.1), "b[y=1]": _row("b", 0.8, kl=0.2), "none": _row("none", 0.0)}},
+            "adaptive": {"attacks": {"a[x=1]": _row("a", 0.1, kl=0.1)}}}
+    fig = asr_vs_kl_models(docs)
+    points = [t for t in fig.data if t.x[0] is not None]
+    assert [(t.name, t.x[0], t.y[0]) for t in points] == [("aligned: a[x=1]", 0.1, 0.9), ("aligned: b[y=1]", 0.2, 0.8),
+                                                          ("adaptive: a[x=1]", 0.1, 0.1)]
+    assert points[0].marker.symbol == points[2].marker.symbol != points[1].marker.symbol  # one marker per attack
+    assert points[0].marker.color == points[1].marker.color != points[2].marker.color  # one colour per model
+    legends = {(t.legend or "legend", t.name) for t in fig.data if t.x[0] is None}
+    assert legends == {("legend", "aligned"), ("legend", "adaptive"), ("legend2", "a[x=1]"), ("legend2", "b[y=1]")}

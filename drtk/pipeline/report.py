@@ -175,7 +175,10 @@ def write_report(out: Path, *, model: str, size: Any, defences: tuple[str, ...],
     save_figure(asr_before_after(evals), fig_dir, "asr_before_after")
     save_figure(asr_vs_prefill_models(evals), fig_dir, "asr_vs_prefill")
     save_figure(asr_vs_kl_models(evals), fig_dir, "asr_vs_kl")
-    save_figure(asr_vs_over_refusal(evals), fig_dir, "asr_vs_over_refusal")
+    base_over = pooled_over_refusal(evals["aligned"]) if "aligned" in evals else None
+    target = {} if base_over is None else {"over_refusal_target": base_over.rate + 0.10,
+                                           "target_label": f"target: aligned's {100 * base_over.rate:.0f}% + 10 points"}
+    save_figure(asr_vs_over_refusal(evals, **target), fig_dir, "asr_vs_over_refusal")
     for stage in ("aligned", *defences):
         for fig in ("training_curves", "direction_drift", "schedule_heatmap", "schedule_over_steps"):
             for ext in ("html", "png", "svg"):

@@ -119,24 +119,31 @@ TRADEOFF_ATTACKS = ("fresh-ablation[strength=1.0]", "per-layer-ablation[k=1]", "
                     "prefill[k=20]")
 
 
-def asr_vs_over_refusal(results: Mapping[str, Mapping[str, Any]], *, attacks: "tuple[str, ...]" = TRADEOFF_ATTACKS) -> go.Figure:
+def asr_vs_over_refusal(results: Mapping[str, Mapping[str, Any]], *, attacks: "tuple[str, ...]" = TRADEOFF_ATTACKS,
+                        over_refusal_target: "float | None" = None, target_label: str = "target") -> go.Figure:
     """The price of robustness: one point per model and attack, its success against the model's over-refusal
     on all benign prompts (harmless and borderline pooled), both with 95% Wilson intervals. A good defence
-    sits bottom left; a model that resists attacks only by refusing everything sits bottom right."""
-    symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+    sits bottom left; a model that resists attacks only by refusing everything sits bottom right.
+
+    ``over_refusal_target``: a dotted vertical line at that over-refusal, labelled ``target_label``."""
     fig = go.Figure()
     for i, (name, res) in enumerate(results.items()):
         over = pooled_over_refusal(dict(res))
         if over is None:
             continue
-        for j, label in enumerate(a for a in attacks if a in res["attacks"]):
+        for j, label in enumerate(attacks):  # an attack keeps its marker in every model
+            if label not in res["attacks"]:
+                continue
             a = res["attacks"][label]
             fig.add_trace(go.Scatter(
                 x=[over.rate], y=[a["asr"]], mode="markers", name=f"{name}: {label}", legendgroup=name,
-                marker=dict(size=12, color=_color(name, i), symbol=symbols[j % len(symbols)]),
+                marker=dict(size=12, color=_color(name, i), symbol=_SYMBOLS[j % len(_SYMBOLS)]),
                 error_x=dict(type="data", symmetric=False, array=[over.ci_high - over.rate], arrayminus=[over.rate - over.ci_low]),
                 error_y=dict(type="data", symmetric=False, array=[a["ci_high"] - a["asr"]], arrayminus=[a["asr"] - a["ci_low"]]),
             ))
+    if over_refusal_target is not None:
+        fig.add_vline(x=over_refusal_target, line=dict(color="gray", dash="dot"), annotation_text=target_label,
+                      annotation_position="top right")
     fig.update_layout(title="Attack success vs over-refusal (harmless + borderline), one point per model and attack",
                       xaxis=dict(title="over-refusal on benign prompts", range=[-0.05, 1.05], tickformat=".0%"),
                       yaxis=dict(title="attack success rate", range=[-0.05, 1.05], tickformat=".0%"), width=900, height=560)

@@ -78,3 +78,15 @@ def test_asr_vs_kl_models_tells_models_by_colour_and_attacks_by_marker():
     assert points[0].marker.color == points[1].marker.color != points[2].marker.color  # one colour per model
     legends = {(t.legend or "legend", t.name) for t in fig.data if t.x[0] is None}
     assert legends == {("legend", "aligned"), ("legend", "adaptive"), ("legend2", "a[x=1]"), ("legend2", "b[y=1]")}
+
+
+def test_asr_vs_over_refusal_keeps_each_attacks_marker_and_draws_the_target():
+    from drtk.viz.story import asr_vs_over_refusal
+
+    over = {"harmless": {"k": 1, "n": 10}, "borderline": {"k": 1, "n": 10}}
+    docs = {"aligned": {"attacks": {"a": _row("a", 0.9), "b": _row("b", 0.8)}, "over_refusal": over},
+            "adaptive": {"attacks": {"b": _row("b", 0.1)}, "over_refusal": over}}  # no "a": "b" keeps its marker
+    fig = asr_vs_over_refusal(docs, attacks=("a", "b"), over_refusal_target=0.15, target_label="target: 5% + 10")
+    symbols = {t.name: t.marker.symbol for t in fig.data}
+    assert symbols["aligned: b"] == symbols["adaptive: b"] != symbols["aligned: a"]
+    assert [sh.x0 for sh in fig.layout.shapes] == [0.15] and fig.layout.annotations[0].text == "target: 5% + 10"

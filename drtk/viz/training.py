@@ -2,6 +2,7 @@
 
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -59,7 +60,16 @@ def training_curves(history: pd.DataFrame) -> go.Figure:
 def direction_drift(frame: pd.DataFrame) -> go.Figure:
     """``cos(r_t, r_0)`` per layer over steps, from :attr:`drtk.training.DirectionDrift.frame`."""
     pivot = frame.pivot(index="layer", columns="step", values="cos")
-    fig = go.Figure(go.Heatmap(z=pivot.values, x=list(pivot.columns), y=list(pivot.index), colorscale="RdBu",
-                               zmin=-1, zmax=1, colorbar=dict(title="cos(r_t, r_0)")))
-    fig.update_layout(title="Refusal direction drift per layer", xaxis_title="step", yaxis_title="layer")
+    low = frame.loc[frame.cos.idxmin()] if frame.cos.notna().any() else None
+    if low is not None and low.cos > 0:
+        # Directions that stay close to where they started: the colours span what was measured (down to the
+        # lowest cosine), so how far each layer drifted can be read; a full -1..1 scale would be one colour.
+        scale = dict(colorscale="Viridis", zmin=float(np.floor(low.cos * 20) / 20), zmax=1.0)
+    else:
+        scale = dict(colorscale="RdBu", zmin=-1, zmax=1)
+    fig = go.Figure(go.Heatmap(z=pivot.values, x=list(pivot.columns), y=list(pivot.index), **scale,
+                               colorbar=dict(title="cos(r_t, r_0)")))
+    sub = "" if low is None else (f"<br><sup>lowest: layer {int(low.layer)} at step {int(low.step)}, cos {low.cos:.3f}; "
+                                  f"colour scale {scale['zmin']:g} to {scale['zmax']:g}</sup>")
+    fig.update_layout(title="Refusal direction drift per layer" + sub, xaxis_title="step", yaxis_title="layer")
     return fig

@@ -90,3 +90,15 @@ def test_asr_vs_over_refusal_keeps_each_attacks_marker_and_draws_the_target():
     symbols = {t.name: t.marker.symbol for t in fig.data}
     assert symbols["aligned: b"] == symbols["adaptive: b"] != symbols["aligned: a"]
     assert [sh.x0 for sh in fig.layout.shapes] == [0.15] and fig.layout.annotations[0].text == "target: 5% + 10"
+
+
+def test_direction_drift_spans_the_measured_cosines():
+    import pandas as pd
+
+    from drtk.viz.training import direction_drift
+
+    close = pd.DataFrame({"step": [4, 4, 8, 8], "layer": [1, 2, 1, 2], "cos": [0.99, 0.97, 0.93, 0.88]})
+    fig = direction_drift(close)
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0.85, 1.0) and "layer 2 at step 8" in fig.layout.title.text
+    flipped = close.assign(cos=[0.9, 0.5, -0.2, 0.1])  # a direction that turned around: the full signed scale
+    assert (direction_drift(flipped).data[0].zmin, direction_drift(flipped).data[0].zmax) == (-1, 1)

@@ -201,7 +201,7 @@ def write_report(out: Path, *, model: str, size: Any, defences: tuple[str, ...],
         "stage_seconds": timings,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    (out / "report.md").write_text(_markdown(metrics, defences))
+    (out / "report.md").write_text(_markdown(metrics, defences, _figure_list(fig_dir, defences)))
     return {"metrics": str(out / "metrics.json"), "report": str(out / "report.md")}
 
 
@@ -238,7 +238,28 @@ def _targets(evals: dict[str, Any], defences: tuple[str, ...]) -> list[tuple[str
     return rows
 
 
-def _markdown(m: dict[str, Any], defences: tuple[str, ...]) -> str:
+def _figure_list(fig_dir: Path, defences: tuple[str, ...]) -> list[tuple[str, str, bool]]:
+    """(file stem, caption, whether a PNG copy exists) of every figure the report shows, in reading order."""
+    story = [("asr_before_after", "Attack success per attack, the aligned model against the defences"),
+             ("asr_vs_over_refusal", "Attack success against over-refusal, with the over-refusal target"),
+             ("asr_vs_prefill", "Prefilling: attack success against the prefill's length"),
+             ("asr_vs_kl", "Attack success against what the edit costs on benign answers (KL)"),
+             ("projection_by_layer", "Refusal projection per layer, harmful and harmless prompts, with and without "
+                                     "the transferred-direction ablation"),
+             ("projection_by_token_depth", "Refusal projection along prefilled responses: does refusal come back?"),
+             ("aligned_selection_scores", "Direction selection on the aligned model: bypass, induce and KL per candidate"),
+             ("aligned_cosine_layers", "Cosine of the aligned model's candidate directions, layer against layer")]
+    story += [(f"cosine_aligned_vs_{m}", f"Candidate directions before (aligned) and after training ({m})") for m in defences]
+    for stage in ("aligned", *defences):
+        story += [(f"{stage}_training_curves", f"Training curves: {stage}"),
+                  (f"{stage}_direction_drift", f"Drift of each layer's direction over training: {stage}"),
+                  (f"{stage}_schedule_heatmap", f"Ablation schedule: {stage}"),
+                  (f"{stage}_schedule_over_steps", f"Ablation schedule over the steps: {stage}")]
+    return [(stem, caption, (fig_dir / f"{stem}.png").exists()) for stem, caption in story
+            if (fig_dir / f"{stem}.html").exists()]
+
+
+def _markdown(m: dict[str, Any], defences: tuple[str, ...], figures: "list[tuple[str, str, bool]] | None" = None) -> str:
     evals = m["evaluations"]
     names = list(evals)
     labels: list[str] = []
@@ -292,10 +313,12 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...]) -> str:
                                     "harmless_projection_at_layer", "harmless_projection_at_layer_under_ablation")]
         cells += [along.get(k) for k in ("over_the_prefill", "next_tokens_after_it", "own_answers_harmful", "own_answers_harmless")]
         lines.append(f"| {n} | " + " | ".join("—" if c is None else f"{c:.1f}" for c in cells) + " |")
-    lines += ["", "## Figures", ""]
-    for fig in ("asr_before_after", "asr_vs_over_refusal", "asr_vs_prefill", "asr_vs_kl", "projection_by_layer",
-                "projection_by_token_depth"):
-        lines.append(f"- `figures/{fig}.html`")
+    lines += ["", "## Figures", "", "Each figure is interactive in its HTML file; the pictures are its static copy."]
+    for stem, caption, png in figures or []:
+        lines += ["", f"### {caption}", ""]
+        if png:
+            lines += [f"![{caption}](figures/{stem}.png)", ""]
+        lines.append(f"[`figures/{stem}.html`](figures/{stem}.html)")
     lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | --- |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in m["stage_seconds"].items()]
     return "\n".join(lines) + "\n"

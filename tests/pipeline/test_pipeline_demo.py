@@ -31,6 +31,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
     assert "| model | harmful | harmful, ablation attack | harmless |" in report
     depth_html = (out / "figures" / "projection_by_token_depth.html").read_text()
     assert "end of the" in depth_html and "harmless, own answer" in depth_html
+    # the report links every figure it drew, the training stages' too; no static copies here, so no pictures
+    for stem in ("asr_vs_kl", "projection_by_token_depth", "cosine_aligned_vs_adaptive", "deeprefusal_training_curves",
+                 "adaptive_direction_drift"):
+        assert f"[`figures/{stem}.html`](figures/{stem}.html)" in report and (out / "figures" / f"{stem}.html").exists(), stem
+    assert "![" not in report
     for stage in ("aligned", "deeprefusal", "adaptive"):  # a finished training stage keeps its model, not its checkpoint
         assert (out / stage / "model").is_dir() and not (out / stage / "checkpoint").exists()
     regions = {m: json.loads((out / m / "config.json").read_text())["train"]["schedule"] for m in ("deeprefusal", "adaptive")}

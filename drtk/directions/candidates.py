@@ -75,7 +75,8 @@ class Candidates:
     Attributes:
         harmful_mean, harmless_mean: ``(post, layer, d_model)``.
         n_harmful, n_harmless: prompts behind each mean.
-        post_tokens: the post-instruction token strings, in order (position ``-n_post .. -1``).
+        post_tokens: the post-instruction tokens as text (``"\\n"``, not byte-level BPE's ``"Ċ"``), in order
+            (position ``-n_post .. -1``).
     """
 
     harmful_mean: Float[Tensor, "post layer d_model"]
@@ -117,7 +118,7 @@ def compute_candidates(
         )
     hm = collect_post_instruction(model, harmful, batch_size=batch_size)
     hl = collect_post_instruction(model, harmless, batch_size=batch_size)
-    tokens = tuple(model.tokenizer.convert_ids_to_tokens(list(model.chat.post_instruction_ids)))
+    tokens = model.token_texts(model.chat.post_instruction_ids)
     return Candidates(hm.cpu(), hl.cpu(), len(harmful), len(harmless), tokens)
 
 

@@ -79,7 +79,7 @@ def find_refusal_tokens(
             100 * rate, len(h_text),
         )
     ids = ids[:8]
-    return RefusalTokens(tuple(ids), tuple(model.tokenizer.convert_ids_to_tokens(ids)), source, rate, len(h_text))
+    return RefusalTokens(tuple(ids), model.token_texts(ids), source, rate, len(h_text))
 
 
 def refusal_score(logits: Float[Tensor, "batch vocab"], token_ids: Sequence[int]) -> Float[Tensor, "batch"]:

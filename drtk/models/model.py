@@ -262,6 +262,11 @@ class ChatModel:
     def tokenize(self, instructions: Sequence[str], prefills: "Sequence[str] | None" = None) -> Batch:
         return self.tokenize_texts(self.format(instructions, prefills))
 
+    def token_texts(self, ids: Sequence[int]) -> tuple[str, ...]:
+        """Each token as the text it stands for (``"\\n"``, ``" Sorry"``), not the tokenizer's own symbol for it
+        (byte-level BPE writes those ``"Ċ"`` and ``"ĠSorry"``): what labels and reports show."""
+        return tuple(self.tokenizer.decode([int(i)]) for i in ids)
+
     # -- forward -----------------------------------------------------------------------------
     def forward(self, batch: Batch, **kwargs: Any) -> Float[Tensor, "batch pos vocab"]:
         """Logits for a left-padded batch, with position ids that ignore the padding."""

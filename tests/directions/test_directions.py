@@ -30,6 +30,9 @@ def test_candidates_have_post_by_layer_shape(tiny):
     c = compute_candidates(tiny, HARMFUL[:4], HARMLESS[:4], batch_size=3)
     assert c.diffs.shape == (tiny.chat.n_post, tiny.n_layers, tiny.d_model)
     assert len(c.post_tokens) == tiny.chat.n_post
+    # the tokens as text, as labels show them: the template's newline, not byte-level BPE's symbol for it
+    assert c.post_tokens[-1] == "\n" and "Ċ" not in c.post_tokens
+    assert "".join(c.post_tokens) == tiny.tokenizer.decode(list(tiny.chat.post_instruction_ids))
     torch.testing.assert_close(c.vector(-1, 2), c.harmful_mean[-1, 2] - c.harmless_mean[-1, 2])
 
 

@@ -44,6 +44,10 @@ class TrainingError(DrtkError):
     """Training stopped: non-finite loss, a checkpoint that does not match, an interrupted run."""
 
 
+class StageError(DrtkError):
+    """A stage of a cached pipeline (``drtk demo``) failed; the stages finished before it are kept."""
+
+
 def unknown_name_error(kind: str, name: str, available: "list[str] | tuple[str, ...]") -> RegistryError:
     """Build a registry error with a "did you mean" hint, in the manner of lm-eval's registries."""
     import difflib

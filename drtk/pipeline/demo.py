@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from drtk.errors import ConfigError
+from drtk.errors import ConfigError, StageError
 from drtk.pipeline.stages import StageRunner
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def _cli(args: list[str], *, static_figures: bool = True) -> None:
     with nullcontext() if static_figures else html_only():
         rc = main(args)
     if rc != 0:
-        raise RuntimeError(f"`drtk {' '.join(args)}` failed with exit code {rc}")
+        raise StageError(f"`drtk {' '.join(args)}` exited with code {rc} (its error is printed above)")
 
 
 def _battery(size: DemoSize, *, defended: bool, source: str) -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from drtk.errors import DrtkError, StageError
+
 logger = logging.getLogger(__name__)
 
 STARTED = ".stage-key"  # in a stage's folder: the key the stage was started with
@@ -67,7 +69,11 @@ class StageRunner:
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         started.write_text(key)
-        result = fn(folder)
+        try:
+            result = fn(folder)
+        except DrtkError as err:  # drtk's own errors (bad input, a failed command); a bug keeps its traceback
+            raise StageError(f"stage {name} failed: {err}. The stages finished before it are kept in {self.out_dir}: "
+                             "run the same command again to resume") from err
         seconds = time.time() - t0
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")

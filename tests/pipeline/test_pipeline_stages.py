@@ -1,3 +1,8 @@
+import pytest
+
+import drtk.cli
+from drtk.errors import DataError, DrtkError, StageError
+from drtk.pipeline.demo import run_demo
 from drtk.pipeline.stages import StageRunner
 
 
@@ -61,3 +66,29 @@ def test_partial_work_is_kept_for_the_same_configuration_and_cleared_for_another
     (tmp_path / "train" / "checkpoint").write_text("step 100, lr 2")
     r.run("train", lambda folder: seen.append((folder / "checkpoint").exists()) or {}, config={"lr": 3})
     assert seen == [True, False, False]  # and so does a change after a finished run
+
+
+def test_a_stage_that_fails_on_bad_input_names_itself_and_keeps_the_finished_ones(tmp_path):
+    r = StageRunner(tmp_path)
+    r.run("a", lambda folder: {"ok": True}, config={})
+
+    def bad(folder):
+        raise DataError("the harmful prompt set is empty")
+
+    with pytest.raises(StageError, match=r"stage b failed: the harmful prompt set is empty.*run the same command again"):
+        r.run("b", bad, config={}, after=["a"])
+    assert (tmp_path / "stages" / "a.json").exists() and not (tmp_path / "stages" / "b.json").exists()
+
+    def bug(folder):
+        raise ZeroDivisionError  # not drtk's own error: passes through unwrapped, traceback and all
+
+    with pytest.raises(ZeroDivisionError):
+        r.run("c", bug, config={})
+    assert issubclass(StageError, DrtkError)
+
+
+def test_demo_stops_with_a_drtk_error_when_a_stage_command_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(drtk.cli, "main", lambda args: 2)  # the stage's command printed its error and exited 2
+    with pytest.raises(StageError, match=r"stage baseline failed: `drtk eval --model drtk-tiny-chat .*exited with code 2"):
+        run_demo(tmp_path, model="drtk-tiny-chat", size="smoke")
+    assert not (tmp_path / "stages" / "baseline.json").exists()

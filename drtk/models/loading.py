@@ -75,6 +75,10 @@ def _resolve(name_or_path: str, *, dtype: torch.dtype, trust_remote_code: bool) 
             raise ModelLoadError(f"{path} is a folder but holds no config.json (not a Hugging Face model folder)")
         model, tok = _load_hf(str(path), dtype=dtype, trust_remote_code=trust_remote_code, local_only=True)
         return model, tok, str(path)
+    if path.exists():
+        raise ModelLoadError(f"{path} is a file; pass the model's folder (config.json, weights and tokenizer files)")
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
+        raise ModelLoadError(f"no model folder at {path} (and the name is not a hub id, which looks like 'org/name')")
     if name_or_path.lower() in ALIASES:
         hub_id = ALIASES[name_or_path.lower()]
         try:  # a real hub checkpoint in the local cache wins over the embedded GGUF

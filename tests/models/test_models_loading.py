@@ -50,6 +50,19 @@ def test_unknown_model_name_suggests_close_match():
         load_model("smollm2-135m-instrct")
 
 
+@pytest.mark.parametrize("name", ["/no/such/folder", "./runs/missing/model", "~/missing-model", "runs/demo/missing/model"])
+def test_missing_folder_is_a_clear_error_not_a_hub_lookup(name):
+    with pytest.raises(ModelLoadError, match="no model folder at"):
+        load_model(name)
+
+
+def test_a_file_instead_of_a_folder_is_a_clear_error(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="is a file; pass the model's folder"):
+        load_model(str(weights))
+
+
 def test_folder_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="no config.json"):
         load_model(str(tmp_path))

@@ -1,8 +1,11 @@
-"""A DeepRefusal training step vs a plain step on the same batches (target ratio <= 1.05).
+"""A DeepRefusal training step vs a plain step on the same batches (target ratio <= 1.05), and the fused
+AdamW step (``TrainConfig.fused_adamw``) vs PyTorch's default one on the same trainable weights (no target:
+the time a step saves).
 
 Same model, same optimizer, same batches; the only difference is the ablation hooks (masks sampled per
 forward pass, projection at every resid_pre / attn_out / mlp_out site, through backward). Steps are
 interleaved (plain, ablated, plain, ...) so load from other processes hits both alike; medians reported.
+The two optimizers also alternate, each stepping the trainer's weights with the same fixed gradients.
 
     python benchmarks/bench_training.py                      # embedded SmolLM2-135M, CPU
     python benchmarks/bench_training.py --model random-1b    # random Llama of realistic width (GPU)
@@ -77,6 +80,36 @@ def main() -> None:
     for name, ts in times.items():
         print(f"{name:<14}{statistics.median(ts):>14.3f}{' '.join(f'{t:.2f}' for t in ts):>40}")
     print(f"ratio deeprefusal / plain = {dr / plain:.3f} (target <= 1.05)")
+
+    default, fused = _optimizer_steps(trainer.params, args.steps, device)
+    n = sum(p.numel() for p in trainer.params)
+    print(f"AdamW step over {n / 1e6:.1f}M trainable weights: default {default:.3f} s, fused {fused:.3f} s "
+          f"-> ratio {fused / default:.2f}; {(default - fused) / plain:.0%} of a plain training step saved")
+
+
+def _optimizer_steps(params, steps, device):
+    """Median seconds of a default and of a fused AdamW step, alternated, on the same weights and gradients."""
+    saved = [p.detach().clone() for p in params]
+    gen = torch.Generator(device=params[0].device).manual_seed(0)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) * 1e-3
+    opts = {"default": torch.optim.AdamW(params, lr=1e-5), "fused": torch.optim.AdamW(params, lr=1e-5, fused=True)}
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for i in range(steps + 1):
+        for name, opt in opts.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            opt.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i:  # the first step of each allocates its state
+                times[name].append(time.perf_counter() - t0)
+    with torch.no_grad():
+        for p, w in zip(params, saved):
+            p.copy_(w)
+            p.grad = None
+    return statistics.median(times["default"]), statistics.median(times["fused"])
 
 
 if __name__ == "__main__":

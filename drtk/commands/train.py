@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({_default('steps')})")
     p.add_argument("--batch-size", type=int, default=None, help=f"examples per step ({_default('batch_size')})")
     p.add_argument("--micro-batch-size", type=int, default=None)
+    p.add_argument("--fused-adamw", action="store_true", default=None,
+                   help="AdamW as one fused kernel per step: faster full fine-tuning, the same weights up to rounding")
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate ({_default('resolved_lr')})")
     p.add_argument("--benign-weight", type=float, default=None,
                    help=f"loss weight of the benign group (paper 0.8; {_default('benign_weight')})")
@@ -174,7 +176,7 @@ def _config(args: argparse.Namespace) -> Any:
         base = TrainConfig.from_dict({**base.to_dict(), **d, "method": args.method})
     over: dict[str, Any] = {}
     for flag, fld in (("steps", "steps"), ("batch_size", "batch_size"), ("micro_batch_size", "micro_batch_size"),
-                      ("lr", "lr"), ("lora", "lora"), ("seed", "seed"),
+                      ("lr", "lr"), ("lora", "lora"), ("seed", "seed"), ("fused_adamw", "fused_adamw"),
                       ("benign_weight", "benign_weight"), ("harmful_weight", "harmful_weight"),
                       ("loss_reduction", "loss_reduction"),
                       ("decision_tokens", "decision_tokens"), ("decision_weight", "decision_weight"),

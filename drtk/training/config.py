@@ -52,6 +52,11 @@ class TrainConfig:
         lr_schedule: after warm-up: ``constant``, ``linear`` (to 0 at ``steps``) or ``cosine``.
         warmup_steps: linear learning-rate warm-up.
         weight_decay, adam_betas: AdamW.
+        fused_adamw: AdamW as one fused kernel per step (``torch.optim.AdamW(fused=True)``) instead of PyTorch's
+            default multi-tensor one. For full fine-tuning on the CPU the optimizer step is most of the time
+            outside the forward and backward passes, and the fused step takes a fraction of it
+            (``benchmarks/bench_training.py``); the weights agree with the default's up to rounding, not to
+            the last bit, so it is off by default and a run repeats to the last bit on one machine.
         max_grad_norm: gradient clipping (None: off).
         lora: LoRA adapters (peft) instead of full fine-tuning.
         lora_r, lora_alpha, lora_dropout: LoRA shape (paper: r = alpha = 16).
@@ -169,6 +174,7 @@ class TrainConfig:
     warmup_steps: int = 5
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    fused_adamw: bool = False
     max_grad_norm: "float | None" = 1.0
     lora: bool = True
     lora_r: int = 16

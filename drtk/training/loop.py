@@ -201,7 +201,7 @@ class Trainer:
         if config.latent_adversary and not config.latent_adversary_layers:  # the default's, recorded with the run
             self.config = config = replace(config, latent_adversary_layers=self.latent_layers)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.resolved_lr, betas=config.adam_betas,
-                                           weight_decay=config.weight_decay)
+                                           weight_decay=config.weight_decay, fused=config.fused_adamw or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
         self.net = self.accelerator.prepare_model(model.hf) if self.world > 1 else model.hf
         self.step = 0

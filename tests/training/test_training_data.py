@@ -375,7 +375,9 @@ def test_train_flags_reach_the_config(tmp_path):
         build_parser().parse_args(["train", "--model", "m", "--retain-layers", "two", "--out", str(tmp_path)])
     typed = build_parser().parse_args(["train", "--model", "m", "--recovery-joiner", "\\n--\\n", "--out", str(tmp_path)])
     assert _config(typed).data.recovery_joiner == "\n--\n"  # as typed in a shell, without $'...'
-    assert _config(build_parser().parse_args(["train", "--model", "m", "--out", str(tmp_path)])).refusal_contrast == 0
+    plain = _config(build_parser().parse_args(["train", "--model", "m", "--out", str(tmp_path)]))
+    assert plain.refusal_contrast == 0 and plain.fused_adamw is False
+    assert _config(build_parser().parse_args(["train", "--model", "m", "--fused-adamw", "--out", str(tmp_path)])).fused_adamw
     dr = _config(build_parser().parse_args(["train", "--model", "m", "--method", "deeprefusal", "--clean-fraction", "0.25",
                                             "--out", str(tmp_path)])).schedule
     assert (dr.mode, dr.p_site, dr.p_token, dr.clean_fraction) == ("gated", 0.5, 0.5, 0.25)  # the paper's p, clean rows

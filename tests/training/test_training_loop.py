@@ -169,6 +169,27 @@ def test_gradient_accumulation_matches_one_big_batch():
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_fused_adamw_gives_the_default_optimizers_weights_up_to_rounding_and_resumes(tmp_path):
+    a, b = load_model("drtk-tiny-chat"), load_model("drtk-tiny-chat")
+    Trainer(a, _data(), _cfg("refusal", steps=3, lora=False, lr=1e-3, weight_decay=0.1)).train()
+    fused = Trainer(b, _data(), _cfg("refusal", steps=3, lora=False, lr=1e-3, weight_decay=0.1, fused_adamw=True),
+                    checkpoint_dir=tmp_path)
+    assert fused.optimizer.defaults["fused"] is True
+    fused.train()
+    wa, wb = _trainable(a), _trainable(b)
+    start = _trainable(load_model("drtk-tiny-chat"))
+    assert any(not torch.equal(wa[k], start[k]) for k in wa)  # the steps moved the weights, and both optimizers alike
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6)
+    # a resume from its checkpoint goes on with the fused optimizer and its state
+    saved = json.loads((tmp_path / "checkpoint" / "trainer.json").read_text())
+    assert saved["step"] == 3
+    again = Trainer(load_model("drtk-tiny-chat"), _data(), TrainConfig.from_dict({**fused.config.to_dict(), "steps": 4}),
+                    checkpoint_dir=tmp_path)
+    again.train(resume=True)
+    assert again.optimizer.defaults["fused"] is True and again.step == 4
+
+
 def test_masked_ablation_gradients_match_finite_differences():
     gen = torch.Generator().manual_seed(0)
     acts = torch.randn(2, 5, 7, dtype=torch.float64, generator=gen, requires_grad=True)

@@ -65,14 +65,9 @@ def main() -> None:
         variant = "plain" if i % 2 == 0 else "deeprefusal"
         trainer.sampler = sampler if variant == "deeprefusal" else None
         trainer.step = (i // 2) % 2  # the same two batches for both variants
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        trainer.train_step()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        seconds = _timed(trainer.train_step, device)
         if i >= 2:  # the first pair warms up
-            times[variant].append(time.perf_counter() - t0)
+            times[variant].append(seconds)
     plain, dr = statistics.median(times["plain"]), statistics.median(times["deeprefusal"])
     card = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"model {model.model_id}, {'LoRA' if cfg.lora else 'full'}, batch {args.batch_size}, device {card}")
@@ -87,6 +82,17 @@ def main() -> None:
           f"-> ratio {fused / default:.2f}; {(default - fused) / plain:.0%} of a plain training step saved")
 
 
+def _timed(fn, device) -> float:
+    """Seconds ``fn()`` takes, queued GPU work included."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def _optimizer_steps(params, steps, device):
     """Median seconds of a default and of a fused AdamW step, alternated, on the same weights and gradients."""
     saved = [p.detach().clone() for p in params]
@@ -97,14 +103,9 @@ def _optimizer_steps(params, steps, device):
     times: dict[str, list[float]] = {name: [] for name in opts}
     for i in range(steps + 1):
         for name, opt in opts.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            opt.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
+            seconds = _timed(opt.step, device)
             if i:  # the first step of each allocates its state
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(seconds)
     with torch.no_grad():
         for p, w in zip(params, saved):
             p.copy_(w)

@@ -112,23 +112,25 @@ def _depth_lines(model: Any, path: Path, r: torch.Tensor, layer: int, *, n: int,
     prefilled = [x for x in _responses(rows, attack=f"prefill[k={prefill_k}]", group="harmful", n=n) if x[1]]
     if not prefilled:
         return None
-    ends = [len(model.tokenizer(model.chat.format(p, pre), add_special_tokens=False)["input_ids"])
-            - len(model.tokenizer(model.chat.format(p), add_special_tokens=False)["input_ids"]) for p, pre, _ in prefilled]
+    ends = [_n_tokens(model, model.chat.format(p, pre)) - _n_tokens(model, model.chat.format(p)) for p, pre, _ in prefilled]
     end = sum(ends) / len(ends)
-    lines = {f"harmful + {prefill_k} prefilled tokens": _depth_projection(model, prefilled, r, layer)}
-    for group, label in (("harmful", "harmful, own answer (no prefill)"), ("harmless", "harmless, own answer")):
+    main = _depth_projection(model, prefilled, r, layer)
+    cut = int(round(end))
+    mean = lambda t: float(torch.nanmean(t))  # noqa: E731  (NaN past a response's end; NaN where nothing is left)
+    lines = {f"harmful + {prefill_k} prefilled tokens": main}
+    summary = {"prefill_tokens": end, "over_the_prefill": mean(main[:, :cut]),
+               "next_tokens_after_it": mean(main[:, cut: cut + prefill_k])}
+    for group, label, key in (("harmful", "harmful, own answer (no prefill)", "own_answers_harmful"),
+                              ("harmless", "harmless, own answer", "own_answers_harmless")):
         own = _responses(rows, attack="none", group=group, n=n)
         if own:
             lines[label] = _depth_projection(model, own, r, layer)
-    main = lines[f"harmful + {prefill_k} prefilled tokens"]
-    cut = int(round(end))
-    mean = lambda t: float(torch.nanmean(t))  # noqa: E731  (NaN past a response's end; NaN where nothing is left)
-    summary = {"prefill_tokens": end, "over_the_prefill": mean(main[:, :cut]),
-               "next_tokens_after_it": mean(main[:, cut: cut + prefill_k])}
-    for label, key in (("harmful, own answer (no prefill)", "own_answers_harmful"), ("harmless, own answer", "own_answers_harmless")):
-        if label in lines:
             summary[key] = mean(lines[label])
     return lines, summary, end
+
+
+def _n_tokens(model: Any, text: str) -> int:
+    return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 @torch.no_grad()
@@ -140,15 +142,15 @@ def _depth_projection(model: Any, responses: list[tuple[str, str, str]], r: torc
     rows = []
     for prompt, prefill, cont in responses:
         text = model.chat.format(prompt, prefill + cont)
-        start = len(model.tokenizer(model.chat.format(prompt), add_special_tokens=False)["input_ids"])
+        start = _n_tokens(model, model.chat.format(prompt))
         seen = {}
 
         def grab(x: torch.Tensor, hook: Any) -> torch.Tensor:
             seen["x"] = x
             return x
 
-        with model.hooks([(f"blocks.{layer}.hook_resid_pre", grab)]):
-            model.last_logits(model.tokenize_texts([text]))
+        site = f"blocks.{layer}.hook_resid_pre"
+        model.run_to(model.tokenize_texts([text]), site, [(site, grab)])  # no block above it, no unembedding
         proj = (seen["x"][0, start:] @ r.to(seen["x"])).cpu()
         row = torch.full((depth,), float("nan"))
         row[: min(depth, proj.shape[0])] = proj[:depth]

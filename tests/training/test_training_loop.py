@@ -188,6 +188,7 @@ def test_fused_adamw_gives_the_default_optimizers_weights_up_to_rounding_and_res
                     checkpoint_dir=tmp_path)
     again.train(resume=True)
     assert again.optimizer.defaults["fused"] is True and again.step == 4
+    assert {float(st["step"]) for st in again.optimizer.state.values()} == {4.0}  # 3 restored steps, then one more
 
 
 def test_masked_ablation_gradients_match_finite_differences():

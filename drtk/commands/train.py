@@ -325,6 +325,22 @@ def _take(train: Any, fit: Any, n: "int | None", *, default_all: bool = False) -
                      categories=train.categories + extra.categories, source=train.source)
 
 
+def _refuse_to_restart(out: Path, resume: bool) -> None:
+    """A run folder with a checkpoint is an interrupted (or finished) run: starting it over would overwrite the
+    checkpoint at the first save, so that takes an explicit choice."""
+    from drtk.training.loop import CHECKPOINT
+
+    state = out / CHECKPOINT / "trainer.json"
+    if resume or not state.exists():
+        return
+    try:
+        step = json.loads(state.read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        step = "?"
+    raise ConfigError(f"{out} already holds a training checkpoint (step {step}); pass --resume to go on from it, "
+                      f"or another --out (delete {out / CHECKPOINT} to start this run over)")
+
+
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -335,6 +351,7 @@ def run(args: argparse.Namespace) -> int:
     from drtk.viz import save_figure
     from drtk.viz.training import direction_drift, schedule_heatmap, schedule_over_steps, training_curves
 
+    _refuse_to_restart(args.out, args.resume)
     cfg = _config(args)
     if args.harmful_answers is not None and not cfg.data.recovery:
         raise ConfigError(f"--harmful-answers gives recovery prefixes; --method {cfg.method} trains no recovery examples "

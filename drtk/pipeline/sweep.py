@@ -57,7 +57,8 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
                 (folder / "config.in.json").write_text(json.dumps(cfg))
                 _cli(["train", "--model", aligned, "--method", "deeprefusal", "--direction", direction, "--config",
                       str(folder / "config.in.json"), "--n-harmful", str(sz.n_harmful), "--n-harmless",
-                      str(sz.n_harmless), "--n-borderline", str(sz.n_borderline), "--out", str(folder), *dev])
+                      str(sz.n_harmless), "--n-borderline", str(sz.n_borderline), "--out", str(folder), *dev,
+                      *(["--resume"] if (folder / "checkpoint").exists() else [])])
                 return {"model": str(folder / "model")}
 
             runner.run(f"train-{name}", train, config={"cfg": cfg, "aligned": aligned, "size": sz.name})

@@ -60,3 +60,21 @@ def test_bad_training_prompts_fail_before_the_model_loads(tmp_path, capsys, args
     args = [a.format(empty=tmp_path / "empty.txt", missing=tmp_path / "missing.txt") for a in args]
     assert main(["train", "--model", "no-such-model", "--out", str(tmp_path / "run"), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_run_folder_with_a_checkpoint_is_not_started_over_without_resume(tmp_path, capsys):
+    harmful = tmp_path / "harmful.txt"
+    harmful.write_text("\n".join(HARMFUL) + "\n")
+    out = tmp_path / "run"
+    _train("drtk-tiny-chat", out, harmful)
+    state = out / "checkpoint" / "trainer.json"
+    before = state.read_text()
+    capsys.readouterr()
+    assert main(["train", "--model", "drtk-tiny-chat", "--method", "refusal", "--steps", "2", "--batch-size", "2",
+                 "--harmful", str(harmful), "--n-borderline", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a training checkpoint (step 1)" in err and "--resume" in err
+    assert state.read_text() == before  # nothing was overwritten
+    # with --resume the same command goes on from step 1 to step 2
+    _train("drtk-tiny-chat", out, harmful, "--steps", "2", "--resume")
+    assert json.loads(state.read_text())["step"] == 2

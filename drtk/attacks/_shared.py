@@ -3,7 +3,7 @@
 import logging
 from typing import Any
 
-from drtk.attacks.base import AttackContext
+from drtk.attacks.base import AttackContext, no_direction_message
 from drtk.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -102,10 +102,7 @@ def get_direction(model: Any, context: AttackContext, source: str, *, attack: st
     if source == "fresh":
         return fresh_direction(model, context)
     if context.direction is None:
-        raise ConfigError(
-            f"attack {attack!r} uses the given direction but none was passed (AttackContext.direction / "
-            "`drtk eval --direction DIR`); pass one, or set direction_source='fresh' to re-extract it"
-        )
+        raise ConfigError(no_direction_message(attack))
     context.direction.check_model(model)
     return context.direction
 

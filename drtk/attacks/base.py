@@ -149,6 +149,11 @@ def count_forwards(model: Any) -> Iterator[list[int]]:
         yield counter
 
 
+def no_direction_message(attack: str) -> str:
+    return (f"attack {attack!r} uses the given direction but none was passed (AttackContext.direction / "
+            "`drtk eval --direction DIR`); pass one, or set direction_source='fresh' to re-extract it")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Attack:
     """Base class: subclasses are frozen keyword-only dataclasses registered with :func:`register_attack`.
@@ -182,6 +187,16 @@ class Attack:
     def describe(self, context: AttackContext) -> dict[str, Any]:
         """Extra metadata recorded with the result (e.g. direction provenance)."""
         return {}
+
+    def check(self, model: Any, context: AttackContext) -> None:
+        """Raise :class:`ConfigError` when ``context`` lacks what this attack needs.
+
+        :func:`drtk.evaluation.evaluate` calls it for every attack before running any, so that a missing
+        direction or reference stops an evaluation at once instead of after the attacks before it. Attacks
+        that read the context's direction say so with a ``direction_source`` field (``given``/``fresh``).
+        """
+        if getattr(self, "direction_source", None) == "given" and context.direction is None:
+            raise ConfigError(no_direction_message(self.name))
 
     # -- shared machinery ----------------------------------------------------------------------
     @property

@@ -39,6 +39,11 @@ def resolve_base(model_id: str) -> "str | None":
     return model_id.split("+", 1)[0] if "+" in model_id else None
 
 
+def no_base_message(model_id: str) -> str:
+    return (f"lora-interpolation needs the base of {model_id!r}: its folder has no drtk_base.json or run.json "
+            "naming one; pass it as AttackContext.reference (drtk eval --reference BASE)")
+
+
 def reference_model(model: Any, context: AttackContext) -> Any:
     if context.reference is not None:
         return context.reference
@@ -46,10 +51,7 @@ def reference_model(model: Any, context: AttackContext) -> Any:
     if key not in context.cache:
         base = resolve_base(model.model_id)
         if base is None:
-            raise ConfigError(
-                f"lora-interpolation needs the base of {model.model_id!r}: its folder has no drtk_base.json or "
-                "run.json naming one; pass it as AttackContext.reference (drtk eval --reference BASE)"
-            )
+            raise ConfigError(no_base_message(model.model_id))
         from drtk.models import load_model
 
         logger.info("loading base model %s for interpolation", base)
@@ -108,6 +110,12 @@ class LoraInterpolation(Attack):
     @property
     def inner(self) -> Attack:
         return attack_class(self.then)()
+
+    def check(self, model: Any, context: AttackContext) -> None:
+        super().check(model, context)
+        if context.reference is None and resolve_base(model.model_id) is None:
+            raise ConfigError(no_base_message(model.model_id))
+        self.inner.check(model, context)
 
     def prepare(self, model: Any, prompts: Sequence[str], context: AttackContext) -> AttackInputs:
         return self.inner.prepare(model, prompts, context)

@@ -31,6 +31,7 @@ from drtk.judges.keyword import is_refusal
 logger = logging.getLogger(__name__)
 
 SOURCES = ("ablation", "reference", "answers", "opener")
+NO_REFERENCE = "prefill source 'reference' needs AttackContext.reference (drtk eval --reference)"
 
 
 def _default_opener() -> str:
@@ -63,7 +64,7 @@ def harmful_answers(model: Any, prompts: Sequence[str], context: AttackContext, 
         cfg = GenerationConfig(max_new_tokens=max(n_tokens, 32), batch_size=context.generation.batch_size)
         if source == "reference":
             if context.reference is None:
-                raise ConfigError("prefill source 'reference' needs AttackContext.reference (drtk eval --reference)")
+                raise ConfigError(NO_REFERENCE)
             texts = generate(context.reference, prompts, config=cfg)
         else:
             d = context.direction if context.direction is not None else fresh_direction(model, context)
@@ -103,6 +104,11 @@ class Prefill(Attack):
 
     def sweep(self, values: "Sequence[Any] | None" = None) -> list[Attack]:
         return [self] if self.source == "opener" else super().sweep(values)  # k does not apply to openers
+
+    def check(self, model: Any, context: AttackContext) -> None:
+        super().check(model, context)
+        if self.source == "reference" and context.reference is None:
+            raise ConfigError(NO_REFERENCE)
 
     def prefills(self, model: Any, prompts: Sequence[str], context: AttackContext) -> list[str]:
         if self.source == "opener":

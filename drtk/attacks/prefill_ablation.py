@@ -34,6 +34,10 @@ class PrefillAblation(Attack):
         if self.source not in SOURCES or self.k < 1:
             raise ConfigError(f"source must be one of {SOURCES} and k >= 1, got {self.source!r}, {self.k}")
 
+    def check(self, model: Any, context: AttackContext) -> None:
+        super().check(model, context)
+        Prefill(k=self.k, source=self.source, opener=self.opener).check(model, context)
+
     def prepare(self, model: Any, prompts: Sequence[str], context: AttackContext) -> AttackInputs:
         return Prefill(k=self.k, source=self.source, opener=self.opener).prepare(model, prompts, context)
 

@@ -18,6 +18,9 @@ from drtk.commands.common import add_model_args, load_model_from_args, write_jso
 
 logger = logging.getLogger(__name__)
 
+# Without --direction the ablation runs with a direction re-extracted on the model (fresh-ablation).
+DEFAULT_ATTACKS = "none,prefill,direction-ablation"
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("eval", help="attack a model and report ASR, over-refusal and capability",
@@ -26,9 +29,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reference", default=None, help="the model before training (KL, perplexity, paired comparisons, "
                    "lora-interpolation base)")
     p.add_argument("--direction", default=None, type=Path, help="a direction saved by `drtk directions` (file or folder)")
-    p.add_argument("--attacks", default="none,prefill,direction-ablation",
-                   help="comma-separated specs name[:key=value[/value2...]], e.g. 'none,prefill:k=4/16,actadd:coeff=1/2'. "
-                   "Available: none, prefill, direction-ablation, fresh-ablation, per-layer-ablation, actadd, orthogonalize, "
+    p.add_argument("--attacks", default=None,
+                   help="comma-separated specs name[:key=value[/value2...]], e.g. 'none,prefill:k=4/16,actadd:coeff=1/2' "
+                   f"(default: {DEFAULT_ATTACKS!r}, with fresh-ablation for direction-ablation when no --direction is "
+                   "given). Available: none, prefill, direction-ablation, fresh-ablation, per-layer-ablation, actadd, orthogonalize, "
                    "prefill+ablation, gcg, embedding, lora-interpolation, templates")
     p.add_argument("--no-sweep", action="store_true", help="run each attack at its default strength only")
     p.add_argument("--harmful", default=None, help="file or set name (default: the held-out 'test' split of drtk's harmful set)")
@@ -82,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     from drtk.viz import save_figure
     from drtk.viz.evaluation import asr_bars, asr_vs_kl, asr_vs_prefill
 
+    if args.attacks is None:
+        args.attacks = DEFAULT_ATTACKS if args.direction else DEFAULT_ATTACKS.replace("direction-ablation", "fresh-ablation")
+        logger.info("attacks: %s (--attacks chooses others)", args.attacks)
     attacks = [a for spec in args.attacks.split(",") if spec.strip() for a in parse_attack_spec(spec, sweep=not args.no_sweep)]
     judge = get_judge(args.judge)
     harmful = _prompts(args.harmful, "harmful", args.limit)

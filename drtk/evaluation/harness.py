@@ -189,6 +189,14 @@ def evaluate(
     context = context or AttackContext()
     if context.reference is None:
         context.reference = reference
+    missing: dict[str, list[str]] = {}
+    for attack in attacks:  # what an attack lacks fails now, not after the attacks before it have run
+        try:
+            attack.check(model, context)
+        except ConfigError as err:
+            missing.setdefault(str(err), []).append(attack.label)
+    if missing:
+        raise ConfigError("; ".join(f"{', '.join(labels)}: {why}" for why, labels in missing.items()))
     fit = context.fit_sets()
     known = list(known_data) + [PromptSet(name=f"attack:{k}", prompts=tuple(v), source="attack context")
                                 for k, v in fit.items()]

@@ -45,7 +45,7 @@ data = build_training_set(model, harmful=harmful["train"].head(N_TRAIN).prompts,
 print(len(data.examples), "examples")
 
 # %% [markdown]
-# Surface alignment: ordinary refusal training, the recipe of `drtk train` in the README (full fine-tuning,
+# Surface alignment: ordinary refusal training, the recipe of `docs/training.md` (full fine-tuning,
 # one refusal text, a per-example mean loss weighted 0.35 benign / 0.65 harmful, the first 4 response tokens
 # weighted 5x, and the unlikelihood of the refusal's opening on benign answers).
 

@@ -82,10 +82,11 @@ SIZES = {
 }
 
 
-# Surface alignment of an unaligned model (README, "drtk train"): full fine-tuning, a per-example mean loss weighted
-# 0.35 benign / 0.65 harmful (the paper's 0.8 / 0.2 is for fine-tuning a model that already refuses), one refusal
-# text, the first 4 response tokens weighted 5x, the unlikelihood of the refusal's opening on benign answers, and
-# every borderline prompt (``full``: all 144 of the train and fit splits) twice over.
+# Surface alignment of an unaligned model (docs/training.md, "Surface alignment of the embedded model"): full
+# fine-tuning, a per-example mean loss weighted 0.35 benign / 0.65 harmful (the paper's 0.8 / 0.2 is for
+# fine-tuning a model that already refuses), one refusal text, the first 4 response tokens weighted 5x, the
+# unlikelihood of the refusal's opening on benign answers, and every borderline prompt (``full``: all 144 of the
+# train and fit splits) twice over.
 SURFACE_ALIGNMENT = ["--full", "--lr", "5e-5", "--loss-reduction", "mean", "--benign-weight", "0.35",
                      "--harmful-weight", "0.65", "--borderline-repeat", "2", "--decision-tokens", "4",
                      "--decision-weight", "5", "--refusal-text", "I'm sorry, but I can't help with that.",

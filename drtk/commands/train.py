@@ -341,6 +341,41 @@ def _refuse_to_restart(out: Path, resume: bool) -> None:
                       f"or another --out (delete {out / CHECKPOINT} to start this run over)")
 
 
+def _earlier_run(out: Path, resume: bool) -> "dict[str, Any] | None":
+    """The run record (``config.json``'s ``run``) of the run a ``--resume`` goes on with, if there is one."""
+    saved = out / "config.json"
+    if not resume or not saved.exists():
+        return None
+    try:
+        return json.loads(saved.read_text())["run"]
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"{saved} is not a drtk train config ({err}); resume needs the run's own folder") from err
+
+
+def _same_inputs(out: Path, earlier: dict[str, Any], model_id: str, direction: "Path | None", splits: dict[str, Any],
+                 *, from_file: bool) -> "Path | None":
+    """Check that a resume goes on with the model, direction and prompts the run started with; returns the
+    direction to use (the run's own when none is given)."""
+    changed = []
+    if earlier.get("model") not in (None, model_id):
+        changed.append(f"the model ({model_id}; the run: {earlier['model']})")
+    was = earlier.get("direction")
+    given_earlier = was is not None and not was.startswith("found here")
+    if direction is not None and given_earlier and Path(was).resolve() != direction.resolve():
+        changed.append(f"the direction ({direction}; the run: {was})")
+    for role, ps in splits.items():
+        rec = earlier.get("data", {}).get(role)
+        if not from_file and isinstance(rec, dict) and rec.get("sha256") not in (None, ps.sha256()):
+            changed.append(f"the {role} prompts ({ps.source}; the run: {rec.get('source')})")
+    if changed:
+        raise ConfigError(f"{out} holds a run with other inputs: {'; '.join(changed)}. Resume it with the same "
+                          "--model, --direction and prompt options, or give another --out")
+    if direction is None and given_earlier:
+        logger.info("resuming with the run's direction %s", was)
+        return Path(was)
+    return direction
+
+
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -370,6 +405,9 @@ def run(args: argparse.Namespace) -> int:
     answers = _harmful_answers(args.harmful_answers, splits["harmful"].prompts) if args.harmful_answers else None
     model = load_model_from_args(args)
     meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}
+    earlier = _earlier_run(out, args.resume)
+    if earlier is not None:
+        args.direction = _same_inputs(out, earlier, model.model_id, args.direction, splits, from_file=args.data is not None)
 
     direction = None
     generate_prefixes = cfg.data.recovery and cfg.data.prefix_source == "ablated" and args.harmful_answers is None
@@ -396,7 +434,8 @@ def run(args: argparse.Namespace) -> int:
     if source is not None:
         rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
         data = TrainingSet(tuple(Example(**r) for r in rows))
-        meta["data"] = {"file": str(source)}
+        # a resumed run keeps the record of what its data was built from
+        meta["data"] = earlier["data"] if earlier is not None and source == data_path else {"file": str(source)}
         if source != data_path:
             data_path.write_text(source.read_text())
     else:

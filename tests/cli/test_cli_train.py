@@ -78,3 +78,21 @@ def test_a_run_folder_with_a_checkpoint_is_not_started_over_without_resume(tmp_p
     # with --resume the same command goes on from step 1 to step 2
     _train("drtk-tiny-chat", out, harmful, "--steps", "2", "--resume")
     assert json.loads(state.read_text())["step"] == 2
+
+
+def test_a_resume_with_other_inputs_is_refused_and_keeps_the_runs_record(tmp_path, capsys):
+    harmful, other = tmp_path / "harmful.txt", tmp_path / "other.txt"
+    harmful.write_text("\n".join(HARMFUL) + "\n")
+    other.write_text("\n".join(LATER) + "\n")
+    out = tmp_path / "run"
+    _train("drtk-tiny-chat", out, harmful)
+    record = json.loads((out / "config.json").read_text())["run"]["data"]
+    capsys.readouterr()
+    for args, what in ((["--harmful", str(other)], "the harmful prompts"),
+                       (["--model", str(out / "model"), "--harmful", str(harmful)], "the model")):
+        rc = main(["train", "--model", "drtk-tiny-chat", "--method", "refusal", "--steps", "2", "--batch-size", "2",
+                   "--n-borderline", "0", "--out", str(out), "--resume", *args])
+        assert rc == 2 and what in capsys.readouterr().err
+    # the same inputs go on, and the run's record still names the prompt files it was built from
+    _train("drtk-tiny-chat", out, harmful, "--steps", "2", "--resume")
+    assert json.loads((out / "config.json").read_text())["run"]["data"] == record

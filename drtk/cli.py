@@ -6,10 +6,17 @@ import logging
 import sys
 from typing import Sequence
 
-from drtk.errors import DrtkError
+from drtk.errors import ConfigError, DrtkError
 
 #: Subcommand modules; each exposes ``register(subparsers)`` which sets ``func`` on its parser.
 COMMANDS = ("directions", "train", "eval", "demo", "sweep", "compare")
+#: What an interrupted command keeps, printed after Ctrl-C instead of a traceback.
+RESUME_HINTS = {
+    "train": "Run the same command with --resume to go on from the last checkpoint (--out/checkpoint, written every "
+             "checkpoint_every steps and at the end).",
+    "demo": "Finished stages are kept: run the same command again to resume.",
+    "sweep": "Finished runs are kept: run the same command again to resume.",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,11 +43,17 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("drtk").setLevel(logging.DEBUG if args.verbose else logging.INFO)  # others: warnings only
+    out = getattr(args, "out", None)
     try:
+        if out is not None and out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; give a folder (it is created when missing)")
         return int(args.func(args) or 0)
     except DrtkError as err:
         print(f"drtk {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"drtk {args.command}: interrupted. {RESUME_HINTS.get(args.command, '')}".rstrip(), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -65,3 +65,10 @@ def check_fields(cls: type, d: "dict[str, object]") -> None:
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known: {sorted(known)}")
+
+
+def prompt_list(prompts: object, what: str = "prompts") -> list:
+    """``list(prompts)``, refusing one string (which would be read as one prompt per character)."""
+    if isinstance(prompts, str):
+        raise DataError(f"{what} must be a list of prompts, got one string ({prompts[:40]!r}); wrap it in a list")
+    return list(prompts)  # type: ignore[call-overload]

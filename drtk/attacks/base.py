@@ -20,6 +20,7 @@ Example:
 
 import dataclasses
 import logging
+import math
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -313,9 +314,13 @@ def parse_value(cls: type[Attack], key: str, text: str) -> Any:
         if isinstance(default, int):
             return int(text)
         if isinstance(default, float):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
+            return value
     except ValueError:
-        raise ConfigError(f"{cls.name}.{key} expects a {type(default).__name__}, got {text!r}") from None
+        kind = "finite float" if isinstance(default, float) else type(default).__name__
+        raise ConfigError(f"{cls.name}.{key} expects a {kind}, got {text!r}") from None
     return None if text.lower() == "none" else text
 
 

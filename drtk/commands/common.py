@@ -19,9 +19,29 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def load_model_from_args(args: argparse.Namespace) -> Any:
     from drtk.models import load_model
 
-    template = args.chat_template.read_text() if args.chat_template else None
+    template = read_text(args.chat_template, "--chat-template") if args.chat_template else None
     return load_model(args.model, device=args.device, dtype=args.dtype, chat_template=template,
                       trust_remote_code=args.trust_remote_code)
+
+
+def read_text(path: Path, option: str) -> str:
+    """A file given on the command line, or a one-line error naming the option."""
+    from drtk.errors import ConfigError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{option} {path}: cannot read it ({err})") from err
+
+
+def read_json(path: Path, option: str) -> Any:
+    """A JSON file given on the command line (never executed), or a one-line error naming the option."""
+    from drtk.errors import ConfigError
+
+    try:
+        return json.loads(read_text(path, option))
+    except ValueError as err:
+        raise ConfigError(f"{option} {path} is not valid JSON ({err})") from err
 
 
 def write_json(path: Path, obj: Any) -> None:

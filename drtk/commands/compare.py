@@ -158,6 +158,10 @@ def _add_projections(args: argparse.Namespace, by_prompt: Any, figures: Path, re
     position = direction.position if direction.position is not None else -1
 
     def project(on: Any, prompts: list[str]) -> Any:
+        direction.check_model(on)  # a run's model of another width or depth is named, not an index error
+        if not -on.chat.n_post <= position < 0:
+            raise ConfigError(f"--direction was read at post-instruction position {position}, but {on.model_id!r} has "
+                              f"{on.chat.n_post} post-instruction tokens; use a direction of this model family")
         return projections_by_layer(on, prompts, vector, position=position)[:, direction.layer]
 
     benign = list(by_prompt["prompt"])

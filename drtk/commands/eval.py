@@ -66,10 +66,15 @@ def _prompts(spec: "str | None", default: str, limit: "int | None") -> Any:
     from drtk.data import load_prompts, standard_splits
     from drtk.errors import DataError
 
-    ps = standard_splits(default)["test"] if spec is None else load_prompts(spec)
+    from drtk.data.loading import SHIPPED_PROMPT_SETS
+
+    if spec is None or spec in SHIPPED_PROMPT_SETS:  # a shipped set is evaluated on its held-out test split
+        ps = standard_splits(spec or default)["test"]
+    else:
+        ps = load_prompts(spec)
     if not len(ps):
         raise DataError(f"prompt set {spec or default!r} is empty")
-    return ps.head(limit) if limit else ps
+    return ps.head(limit) if limit is not None else ps
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from drtk.attacks import AttackContext, parse_attack_spec
     from drtk.data import load_answers, load_prompts
     from drtk.directions import Direction
+    from drtk.errors import ConfigError
     from drtk.evaluation import evaluate, report_markdown, sets_from_folder, validate_results
     from drtk.evaluation.harness import NLL_THRESHOLD
     from drtk.generation import GenerationConfig
@@ -91,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         logger.info("attacks: %s (--attacks chooses others)", args.attacks)
     attacks = [a for spec in args.attacks.split(",") if spec.strip() for a in parse_attack_spec(spec, sweep=not args.no_sweep)]
     judge = get_judge(args.judge)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1 (leave it out for every prompt), got {args.limit}")
     harmful = _prompts(args.harmful, "harmful", args.limit)
     harmless = _prompts(args.harmless, "harmless", args.limit)
     borderline = _prompts(args.borderline, "borderline", args.limit)

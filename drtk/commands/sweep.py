@@ -19,12 +19,19 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from drtk.errors import ConfigError
     from drtk.pipeline.sweep import run_sweep, tradeoff_figure
     from drtk.viz import save_figure
 
     rec = {"both": (True, False), "with": (True,), "without": (False,)}[args.recovery]
+    try:
+        probabilities = [float(x) for x in args.p.split(",")]
+    except ValueError:
+        raise ConfigError(f"--p takes comma-separated probabilities, e.g. 0,0.5,1; got {args.p!r}") from None
+    if not probabilities or any(not 0 <= p <= 1 for p in probabilities) or len(set(probabilities)) < len(probabilities):
+        raise ConfigError(f"--p takes distinct probabilities in [0, 1], e.g. 0,0.5,1; got {args.p!r}")
     table = run_sweep(args.out, aligned=args.aligned, direction=args.direction,
-                      probabilities=[float(x) for x in args.p.split(",")], recovery=rec, size=args.size, device=args.device,
+                      probabilities=probabilities, recovery=rec, size=args.size, device=args.device,
                       steps=args.steps, limit=args.limit)
     save_figure(tradeoff_figure(table), args.out / "figures", "tradeoff")
     print(table.to_string(index=False))

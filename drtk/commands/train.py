@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from drtk.commands.common import add_model_args, load_model_from_args, write_json
+from drtk.commands.common import add_model_args, load_model_from_args, read_json, read_text, write_json
 from drtk.errors import ConfigError, DataError
 from drtk.training.config import ABLATING, METHODS
 
@@ -164,7 +164,9 @@ def _config(args: argparse.Namespace) -> Any:
     saved = args.out / "config.json"
     d = None
     if args.config is not None:
-        d = json.loads(args.config.read_text())
+        d = read_json(args.config, "--config")
+        if not isinstance(d, dict):
+            raise ConfigError(f"--config {args.config} must hold a JSON object of TrainConfig fields")
         d = d.get("train", d)
     if args.resume and saved.exists() and d is None:  # the run's own config; flags may extend it
         base = TrainConfig.from_dict(json.loads(saved.read_text())["train"])
@@ -341,6 +343,20 @@ def _refuse_to_restart(out: Path, resume: bool) -> None:
                       f"or another --out (delete {out / CHECKPOINT} to start this run over)")
 
 
+def _training_rows(path: Path) -> Any:
+    """The training examples of a ``data.jsonl`` that ``drtk train`` wrote (``--data``, or a resumed run's own)."""
+    from drtk.training import Example, TrainingSet
+
+    try:
+        rows = [json.loads(line) for line in read_text(path, "--data").splitlines() if line.strip()]
+        if not rows:
+            raise ValueError("it holds no examples")
+        return TrainingSet(tuple(Example(**r) for r in rows))
+    except (ValueError, TypeError) as err:
+        raise DataError(f"--data {path} is not a drtk training set (the data.jsonl a `drtk train` run writes): {err}") \
+            from err
+
+
 def _earlier_run(out: Path, resume: bool) -> "dict[str, Any] | None":
     """The run record (``config.json``'s ``run``) of the run a ``--resume`` goes on with, if there is one."""
     saved = out / "config.json"
@@ -381,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
 
     from drtk.data import standard_splits
     from drtk.directions import Direction, SelectionConfig, find_direction
-    from drtk.training import (DirectionDrift, Example, GenerationCache, Trainer, TrainingSet, build_training_set,
+    from drtk.training import (DirectionDrift, GenerationCache, Trainer, build_training_set,
                                save_adapter, save_merged, save_training_record)
     from drtk.viz import save_figure
     from drtk.viz.training import direction_drift, schedule_heatmap, schedule_over_steps, training_curves
@@ -432,8 +448,7 @@ def run(args: argparse.Namespace) -> int:
     data_path = out / "data.jsonl"
     source = args.data if args.data is not None else (data_path if args.resume and data_path.exists() else None)
     if source is not None:
-        rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
-        data = TrainingSet(tuple(Example(**r) for r in rows))
+        data = _training_rows(source)
         # a resumed run keeps the record of what its data was built from
         meta["data"] = earlier["data"] if earlier is not None and source == data_path else {"file": str(source)}
         if source != data_path:

@@ -207,7 +207,12 @@ def _read_rows(path: Path) -> list[Row]:
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise DataError(f"cannot read prompts from {path}: unsupported suffix {suffix!r}; use one of {FILE_SUFFIXES}.")
-    return _read_rows_from_text(path.read_text(encoding="utf-8-sig"), suffix, where=str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"cannot read prompts from {path}: it is not UTF-8 text ({err.reason} at byte {err.start}); "
+                        "save it as UTF-8") from err
+    return _read_rows_from_text(text, suffix, where=str(path))
 
 
 def _read_rows_from_text(text: str, suffix: str, *, where: str) -> list[Row]:

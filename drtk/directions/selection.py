@@ -31,7 +31,7 @@ from drtk.data import PromptSet
 from drtk.directions.artifact import Direction
 from drtk.directions.candidates import Candidates, collect_post_instruction, compute_candidates
 from drtk.directions.scoring import RefusalTokens, find_refusal_tokens, kl_divergence, last_logits, refusal_score
-from drtk.errors import ConfigError
+from drtk.errors import ConfigError, prompt_list
 from drtk.interventions.hooks import ablation, actadd
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def find_direction(
                     ("harmless_val", val_harmless)):
         if isinstance(ps, PromptSet):
             hashes[key] = ps.sha256()
-    to_list = lambda ps: list(ps.prompts) if isinstance(ps, PromptSet) else list(ps)  # noqa: E731
+    to_list = lambda ps: list(ps.prompts) if isinstance(ps, PromptSet) else prompt_list(ps)  # noqa: E731
     cands = compute_candidates(model, to_list(harmful), to_list(harmless), batch_size=config.batch_size)
     result = select_direction(model, cands, to_list(val_harmful), to_list(val_harmless), config=config)
     direction = result.direction.with_metadata(data_hashes=hashes)

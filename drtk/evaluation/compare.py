@@ -13,6 +13,7 @@ judge's attack success rate is made of.
 """
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +22,8 @@ import pandas as pd
 from drtk.errors import DataError
 from drtk.evaluation.schema import validate_results
 from drtk.evaluation.stats import pooled_over_refusal
+
+logger = logging.getLogger(__name__)
 
 
 def load_results(path: "str | Path") -> dict[str, Any]:
@@ -84,6 +87,10 @@ def comparison_table(results: Mapping[str, Mapping[str, Any]], *, attacks: "tupl
         row["kl"] = (res.get("capability") or {}).get("kl", float("nan"))
         row["n"] = max((a["n"] for a in res["attacks"].values()), default=0)
         rows.append(row)
+    sizes = {row["run"]: row["n"] for row in rows}
+    if len(set(sizes.values())) > 1:
+        logger.warning("the runs were judged on different numbers of harmful prompts (%s): rates of different prompt "
+                       "sets compare only roughly, and a configuration's spread mixes them", sizes)
     return pd.DataFrame(rows)
 
 

@@ -189,6 +189,9 @@ def evaluate(
     context = context or AttackContext()
     if context.reference is None:
         context.reference = reference
+    if reference is not None and reference.d_vocab != model.d_vocab:  # KL and the paired comparisons need one tokenizer
+        raise ConfigError(f"{model.model_id!r} has a vocabulary of {model.d_vocab} but the reference "
+                          f"{reference.model_id!r} has {reference.d_vocab}; pass the model it was trained from")
     missing: dict[str, list[str]] = {}
     for attack in attacks:  # what an attack lacks fails now, not after the attacks before it have run
         try:

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from drtk.errors import ChatTemplateError
+from drtk.errors import ChatTemplateError, prompt_list
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class ChatFormat:
         return f"{self.prefix}{instruction}{self.suffix}{prefill}"
 
     def format_many(self, instructions: Sequence[str], prefills: "Sequence[str] | None" = None) -> list[str]:
+        instructions = prompt_list(instructions, "instructions")
         if prefills is None:
             return [self.format(i) for i in instructions]
         if len(prefills) != len(instructions):

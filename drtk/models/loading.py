@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from drtk.errors import ModelLoadError
+from drtk.errors import ConfigError, ModelLoadError
 from drtk.models.chat import chat_format_from_tokenizer
 from drtk.models.embedded import EMBEDDED_NAME, HUB_ID, embedded_model_dir
 from drtk.models.model import ChatModel
@@ -20,9 +20,20 @@ ALIASES = {EMBEDDED_NAME: HUB_ID}
 
 
 def _default_device(device: "str | torch.device | None") -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device {str(device)!r} is not a device torch knows ({err}); use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                          "use --device cpu, or leave it out to use a GPU when there is one")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {str(device)!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r} asked for, but MPS is not available here; use --device cpu")
+    return dev
 
 
 def _default_dtype(dtype: "str | torch.dtype | None", device: torch.device) -> torch.dtype:

@@ -28,6 +28,7 @@ from typing import Any
 
 from drtk.errors import ConfigError, StageError
 from drtk.pipeline.stages import StageRunner
+from drtk.training.config import ABLATING
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,9 @@ def run_demo(out_dir: "str | Path", *, model: str = "smollm2-135m-instruct", siz
              device: "str | None" = None, defences: tuple[str, ...] = ("deeprefusal", "adaptive")) -> dict[str, Any]:
     """Run (or resume) the demo into ``out_dir``; returns the metrics written to ``metrics.json``."""
     sz = DemoSize.named(size)
+    if not defences or any(d not in ABLATING for d in defences) or len(set(defences)) < len(defences):
+        raise ConfigError(f"defences must be distinct training methods that rebuild refusal against ablation, one "
+                          f"or more of {ABLATING}; got {defences}")
     out = Path(out_dir)
     runner = StageRunner(out)
     dev = ["--device", device] if device else []

@@ -193,3 +193,13 @@ def test_library_calls_leave_global_torch_rng_alone(tiny):
 
     load_model("drtk-tiny-chat")
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_one_string_is_not_a_prompt_list(tiny):
+    from drtk import find_direction, generate
+    from drtk.errors import DataError
+
+    with pytest.raises(DataError, match="got one string"):
+        generate(tiny, "How do I bake bread?")  # would be one prompt per character
+    with pytest.raises(DataError, match="got one string"):
+        find_direction(tiny, "Build a bomb.", ["Bake bread."], ["Pick a lock."], ["Knit a hat."])

@@ -1,0 +1,50 @@
+"""Bad command-line input: one line on stderr, exit code 2, nothing run and nothing lost."""
+
+import pytest
+
+from drtk.cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "latin1.txt").write_bytes("Comment d\xe9verrouiller une porte ?\n".encode("latin-1"))
+    (tmp_path / "broken.json").write_text('{"lr": 1e-4,')
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--model", "drtk-tiny-chat", "--out", "{t}/a_file"], "is a file; give a folder"),
+    (["eval", "--model", "drtk-tiny-chat", "--device", "cuda:99", "--out", "{t}/o"], "cuda:99"),
+    (["eval", "--model", "drtk-tiny-chat", "--device", "gpu", "--out", "{t}/o"], "not a device torch knows"),
+    (["eval", "--model", "drtk-tiny-chat", "--limit", "0", "--out", "{t}/o"], "--limit must be >= 1"),
+    (["eval", "--model", "drtk-tiny-chat", "--harmful", "{t}/latin1.txt", "--out", "{t}/o"], "is not UTF-8"),
+    (["eval", "--model", "drtk-tiny-chat", "--attacks", "actadd:coeff=nan", "--out", "{t}/o"], "finite float"),
+    (["eval", "--model", "drtk-tiny-chat", "--max-new-tokens", "0", "--attacks", "none", "--out", "{t}/o"],
+     "max_new_tokens must be >= 1"),
+    (["train", "--model", "drtk-tiny-chat", "--config", "{t}/broken.json", "--out", "{t}/o"], "is not valid JSON"),
+    (["train", "--model", "drtk-tiny-chat", "--config", "{t}/missing.json", "--out", "{t}/o"], "cannot read it"),
+    (["train", "--model", "drtk-tiny-chat", "--data", "{t}/broken.json", "--out", "{t}/o"], "not a drtk training set"),
+    (["sweep", "--aligned", "drtk-tiny-chat", "--direction", "{t}/d", "--p", "0,abc", "--out", "{t}/o"],
+     "comma-separated probabilities"),
+    (["sweep", "--aligned", "drtk-tiny-chat", "--direction", "{t}/d", "--p", "0.5,0.5", "--out", "{t}/o"],
+     "distinct probabilities"),
+    (["demo", "--model", "drtk-tiny-chat", "--defences", "bogus", "--out", "{t}/o"], "defences must be"),
+])
+def test_bad_input_is_one_line_and_runs_nothing(files, capsys, argv, message):
+    assert main([a.format(t=files) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (files / "o" / "stages").exists()  # the demo ran no stage
+
+
+def test_an_interrupt_is_one_line_with_the_way_on(monkeypatch, tmp_path, capsys):
+    import drtk.commands.train
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(drtk.commands.train, "run", interrupted)
+    assert main(["train", "--model", "drtk-tiny-chat", "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("drtk train: interrupted.") and "--resume" in err and "Traceback" not in err

@@ -29,6 +29,8 @@ def files(tmp_path):
      "comma-separated probabilities"),
     (["sweep", "--aligned", "drtk-tiny-chat", "--direction", "{t}/d", "--p", "0.5,0.5", "--out", "{t}/o"],
      "distinct probabilities"),
+    (["sweep", "--aligned", "drtk-tiny-chat", "--direction", "{t}/d", "--limit", "0", "--out", "{t}/o"],
+     "--limit must be >= 1"),
     (["demo", "--model", "drtk-tiny-chat", "--defences", "bogus", "--out", "{t}/o"], "defences must be"),
 ])
 def test_bad_input_is_one_line_and_runs_nothing(files, capsys, argv, message):

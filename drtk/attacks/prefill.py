@@ -54,7 +54,7 @@ def harmful_answers(model: Any, prompts: Sequence[str], context: AttackContext, 
             raise DataError(f"prefill source 'answers' has no harmful answer for any of the {len(prompts)} prompts, "
                             f"e.g. {prompts[0]!r}; pass answers for these prompts (drtk eval --answers FILE)")
         if missing:
-            logger.info("prefill: %d of %d prompts have no given answer or one that refuses; generating those "
+            logger.warning("prefill: %d of %d prompts have no given answer or one that refuses; generating those "
                         "under ablation", len(missing), len(prompts))
             made = dict(zip(missing, harmful_answers(model, missing, context, "ablation", n_tokens)))
         return [given[p] if p in given else made[p] for p in prompts]

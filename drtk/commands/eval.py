@@ -96,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
         args.attacks = DEFAULT_ATTACKS if args.direction else DEFAULT_ATTACKS.replace("direction-ablation", "fresh-ablation")
         logger.info("attacks: %s (--attacks chooses others)", args.attacks)
     attacks = [a for spec in args.attacks.split(",") if spec.strip() for a in parse_attack_spec(spec, sweep=not args.no_sweep)]
+    if not attacks:
+        raise ConfigError(f"--attacks {args.attacks!r} names no attack; e.g. --attacks none,prefill,fresh-ablation")
     judge = get_judge(args.judge)
+    if args.nll_threshold is not None and args.nll_threshold < 0:
+        raise ConfigError(f"--nll-threshold is in nats per token and must be >= 0 (0 = off), got {args.nll_threshold}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1 (leave it out for every prompt), got {args.limit}")
     harmful = _prompts(args.harmful, "harmful", args.limit)

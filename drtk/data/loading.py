@@ -16,6 +16,7 @@ Example:
 
 import csv
 import json
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +26,8 @@ from typing import Any
 from drtk.data.benchmarks import BENCHMARKS, fetch_benchmark, get_benchmark
 from drtk.data.prompt_set import UNCATEGORIZED, PromptSet
 from drtk.errors import DataError, unknown_name_error
+
+logger = logging.getLogger(__name__)
 
 SHIPPED_PROMPT_SETS: tuple[str, ...] = ("harmful", "harmless", "borderline")
 SHIPPED_TEXT_SETS: tuple[str, ...] = ("refusals", "openers")
@@ -264,7 +267,7 @@ def _pick_column(columns: list[str], wanted: str | None, *, role: str, where: st
     if role == "prompt":
         raise DataError(
             f"{where} has no prompt column (looked for {', '.join(PROMPT_COLUMNS)}); columns found: "
-            f"{', '.join(columns)}. Pass column=<name of the prompt column>."
+            f"{', '.join(columns)}. Rename the prompt column to one of those (or, from Python, pass column=<its name>)."
         )
     return None
 
@@ -293,4 +296,8 @@ def _rows_to_set(
         prompts.append(str(value).strip())
         if cat_col is not None:
             categories.append(str(row.get(cat_col) or "").strip() or UNCATEGORIZED)
+    repeated = len(prompts) - len(set(prompts))
+    if repeated:  # kept (a file's rows are the user's), but every copy counts in n and in the intervals
+        logger.warning("%s repeats %d of its %d prompts word for word; each copy is evaluated and counted",
+                       where, repeated, len(prompts))
     return PromptSet(name=name, prompts=tuple(prompts), categories=tuple(categories), source=source)

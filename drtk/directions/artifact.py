@@ -74,6 +74,11 @@ class Direction:
                 f"direction was computed on {self.model_id!r} with {self.n_layers} layers but "
                 f"{model.model_id!r} has {model.n_layers}{where}; use a direction from this model family"
             )
+        if self.layer is not None and not 0 <= self.layer < model.n_layers:
+            raise DirectionMismatchError(
+                f"direction is at layer {self.layer}{where} but {model.model_id!r} has layers 0..{model.n_layers - 1}; "
+                "was its direction.json edited?"
+            )
         if self.model_id != model.model_id:
             logger.info("using a direction from %r on %r (transfer)", self.model_id, model.model_id)
 

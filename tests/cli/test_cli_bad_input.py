@@ -22,6 +22,8 @@ def files(tmp_path):
     (["eval", "--model", "drtk-tiny-chat", "--attacks", "actadd:coeff=nan", "--out", "{t}/o"], "finite float"),
     (["eval", "--model", "drtk-tiny-chat", "--max-new-tokens", "0", "--attacks", "none", "--out", "{t}/o"],
      "max_new_tokens must be >= 1"),
+    (["eval", "--model", "drtk-tiny-chat", "--attacks", ",", "--out", "{t}/o"], "names no attack"),
+    (["eval", "--model", "drtk-tiny-chat", "--nll-threshold", "-1", "--out", "{t}/o"], "--nll-threshold"),
     (["train", "--model", "drtk-tiny-chat", "--config", "{t}/broken.json", "--out", "{t}/o"], "is not valid JSON"),
     (["train", "--model", "drtk-tiny-chat", "--config", "{t}/missing.json", "--out", "{t}/o"], "cannot read it"),
     (["train", "--model", "drtk-tiny-chat", "--data", "{t}/broken.json", "--out", "{t}/o"], "not a drtk training set"),

@@ -203,3 +203,12 @@ def test_one_string_is_not_a_prompt_list(tiny):
         generate(tiny, "How do I bake bread?")  # would be one prompt per character
     with pytest.raises(DataError, match="got one string"):
         find_direction(tiny, "Build a bomb.", ["Bake bread."], ["Pick a lock."], ["Knit a hat."])
+
+
+def test_a_direction_at_a_layer_the_model_lacks_is_refused(tiny, direction):
+    import dataclasses
+
+    from drtk.errors import DirectionMismatchError
+
+    with pytest.raises(DirectionMismatchError, match="layer 99"):
+        dataclasses.replace(direction, layer=99).check_model(tiny)

@@ -1,20 +1,32 @@
-"""``drtk sweep``: the paper's ablation-probability and recovery-data ablations at small scale."""
+"""``drtk sweep``: the paper's ablation-probability and recovery-data ablations at small scale.
+
+Trains DeepRefusal from one aligned model and its direction at each ablation probability p, with and without
+recovery examples, attacks each run (prefill, the transferred direction, a fresh direction) and measures its
+over-refusal; writes ``sweep.csv`` and the attack success vs over-refusal figure into ``--out``. Every run is
+a cached stage: an interrupted sweep resumes when run again.
+
+Example:
+    drtk sweep --aligned runs/demo/aligned/model --direction runs/demo/direction --p 0,0.5,1 --out runs/sweep
+"""
 
 import argparse
 from pathlib import Path
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("sweep", help="DeepRefusal over ablation probabilities, with and without recovery examples")
+    p = sub.add_parser("sweep", help="DeepRefusal over ablation probabilities, with and without recovery examples",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--aligned", required=True, help="the aligned model to start from (e.g. DEMO/aligned/model)")
     p.add_argument("--direction", required=True, help="its refusal direction (e.g. DEMO/direction)")
-    p.add_argument("--p", default="0,0.3,0.5,0.7,1.0", help="comma-separated ablation probabilities")
-    p.add_argument("--recovery", choices=("both", "with", "without"), default="both")
-    p.add_argument("--size", choices=("quick", "full"), default="quick")
+    p.add_argument("--p", default="0,0.3,0.5,0.7,1.0", help="comma-separated ablation probabilities (default: 0,0.3,0.5,0.7,1.0)")
+    p.add_argument("--recovery", choices=("both", "with", "without"), default="both",
+                   help="train with recovery examples, without, or both (default)")
+    p.add_argument("--size", choices=("quick", "full"), default="quick",
+                   help="quick (default: 10 training steps, 8 prompts per set) or full")
     p.add_argument("--steps", type=int, default=None, help="training steps per configuration (default: the size's)")
     p.add_argument("--limit", type=int, default=None, help="evaluation prompts per set (default: the size's)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (an interrupted sweep resumes here)")
     p.set_defaults(func=run)
 
 

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # not built in this version
             raise
         module.register(sub)
+    for command in sub.choices.values():  # -v after the subcommand too; SUPPRESS keeps `drtk -v eval` working
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     return parser
 
 

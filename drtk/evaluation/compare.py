@@ -37,7 +37,10 @@ def load_results(path: "str | Path") -> dict[str, Any]:
         doc = json.loads(p.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{p} is not JSON: {err}") from err
-    validate_results(doc)
+    try:
+        validate_results(doc)
+    except DataError as err:
+        raise DataError(f"{p} is not the results.json of a `drtk eval` run: {err}") from err
     return doc
 
 

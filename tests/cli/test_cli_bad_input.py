@@ -52,3 +52,11 @@ def test_an_interrupt_is_one_line_with_the_way_on(monkeypatch, tmp_path, capsys)
     assert main(["train", "--model", "drtk-tiny-chat", "--out", str(tmp_path / "o")]) == 130
     err = capsys.readouterr().err
     assert err.startswith("drtk train: interrupted.") and "--resume" in err and "Traceback" not in err
+
+
+def test_verbose_goes_before_or_after_the_command():
+    from drtk.cli import build_parser
+
+    parser = build_parser()
+    assert [parser.parse_args([*a, "--out", "o"]).verbose for a in (["eval"], ["-v", "eval"], ["eval", "-v"])] == [
+        False, True, True]

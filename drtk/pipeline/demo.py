@@ -143,6 +143,8 @@ def _cli(args: list[str], *, static_figures: bool = True) -> None:
 
     with nullcontext() if static_figures else html_only():
         rc = main(args)
+    if rc == 130:  # Ctrl-C inside the stage's command: the demo's own hint (run it again), not the command's
+        raise KeyboardInterrupt
     if rc != 0:
         raise StageError(f"`drtk {' '.join(args)}` exited with code {rc} (its error is printed above)")
 

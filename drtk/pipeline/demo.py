@@ -213,13 +213,15 @@ def _prefill_answers(completions: Path) -> tuple[list[str], str]:
 
 
 def _train(folder: Path, model: str, method: str, sz: DemoSize, dev: list[str], extra: list[str]) -> dict:
+    from drtk.training.loop import has_checkpoint
+
     aligning = method == "refusal"
     steps = sz.aligned_steps if aligning else sz.train_steps
     n_borderline = (sz.aligned_borderline or sz.n_borderline) if aligning else sz.n_borderline
     args = ["train", "--model", model, "--method", method, "--steps", str(steps), "--n-harmful",
             str(sz.n_harmful), "--n-harmless", str(sz.n_harmless), "--n-borderline", str(n_borderline),
             "--out", str(folder), *dev, *extra, *_recipe(method)]
-    if (folder / "checkpoint").exists():
+    if has_checkpoint(folder):  # an interrupted stage goes on from its checkpoint
         args.append("--resume")
     _cli(args)
     # The stage is done once its model is written; its checkpoint (weights and optimizer state, about 2 GB

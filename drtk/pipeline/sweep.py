@@ -54,11 +54,13 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
             cfg = _train_config(p, rec, steps)
 
             def train(folder: Path, cfg: dict = cfg) -> dict:
+                from drtk.training.loop import has_checkpoint
+
                 (folder / "config.in.json").write_text(json.dumps(cfg))
                 _cli(["train", "--model", aligned, "--method", "deeprefusal", "--direction", direction, "--config",
                       str(folder / "config.in.json"), "--n-harmful", str(sz.n_harmful), "--n-harmless",
                       str(sz.n_harmless), "--n-borderline", str(sz.n_borderline), "--out", str(folder), *dev,
-                      *(["--resume"] if (folder / "checkpoint").exists() else [])])
+                      *(["--resume"] if has_checkpoint(folder) else [])])
                 return {"model": str(folder / "model")}
 
             runner.run(f"train-{name}", train, config={"cfg": cfg, "aligned": aligned, "size": sz.name})

@@ -714,7 +714,7 @@ class Trainer:
         return {n: p.detach().cpu().contiguous() for n, p in self.model.hf.named_parameters() if p.requires_grad}
 
     def _has_checkpoint(self) -> bool:
-        return self.checkpoint_dir is not None and (self.checkpoint_dir / CHECKPOINT / "trainer.json").exists()
+        return self.checkpoint_dir is not None and has_checkpoint(self.checkpoint_dir)
 
     def save_checkpoint(self) -> Path:
         """Write everything a resume needs to ``checkpoint_dir/checkpoint`` (atomically replaced)."""
@@ -793,6 +793,11 @@ class Trainer:
         self.step = int(meta["step"])
         self.rows = list(meta["history"])
         logger.info("resumed from %s at step %d", path, self.step)
+
+
+def has_checkpoint(folder: "str | Path") -> bool:
+    """Whether a run folder holds a complete checkpoint (written atomically: its ``trainer.json`` is the mark)."""
+    return (Path(folder) / CHECKPOINT / "trainer.json").exists()
 
 
 def train(model: Any, dataset: TrainingSet, config: TrainConfig, **kwargs: Any) -> TrainResult:

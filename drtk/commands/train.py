@@ -161,15 +161,15 @@ def _config(args: argparse.Namespace) -> Any:
     from drtk.schedules import AblationSchedule
     from drtk.training import TrainConfig
 
-    saved = args.out / "config.json"
+    saved = _saved_config(args.out, args.resume)
     d = None
     if args.config is not None:
         d = read_json(args.config, "--config")
         if not isinstance(d, dict):
             raise ConfigError(f"--config {args.config} must hold a JSON object of TrainConfig fields")
         d = d.get("train", d)
-    if args.resume and saved.exists() and d is None:  # the run's own config; flags may extend it
-        base = TrainConfig.from_dict(json.loads(saved.read_text())["train"])
+    if saved is not None and d is None:  # the run's own config; flags may extend it
+        base = TrainConfig.from_dict(saved["train"])
     else:
         # adapters or full fine-tuning chosen first (flag, then file), so the method's rate for that kind applies
         lora = args.lora if args.lora is not None else (d or {}).get("lora")
@@ -330,13 +330,12 @@ def _take(train: Any, fit: Any, n: "int | None", *, default_all: bool = False) -
 def _refuse_to_restart(out: Path, resume: bool) -> None:
     """A run folder with a checkpoint is an interrupted (or finished) run: starting it over would overwrite the
     checkpoint at the first save, so that takes an explicit choice."""
-    from drtk.training.loop import CHECKPOINT
+    from drtk.training.loop import CHECKPOINT, has_checkpoint
 
-    state = out / CHECKPOINT / "trainer.json"
-    if resume or not state.exists():
+    if resume or not has_checkpoint(out):
         return
     try:
-        step = json.loads(state.read_text())["step"]
+        step = json.loads((out / CHECKPOINT / "trainer.json").read_text())["step"]
     except (OSError, ValueError, KeyError):
         step = "?"
     raise ConfigError(f"{out} already holds a training checkpoint (step {step}); pass --resume to go on from it, "
@@ -357,15 +356,16 @@ def _training_rows(path: Path) -> Any:
             from err
 
 
-def _earlier_run(out: Path, resume: bool) -> "dict[str, Any] | None":
-    """The run record (``config.json``'s ``run``) of the run a ``--resume`` goes on with, if there is one."""
+def _saved_config(out: Path, resume: bool) -> "dict[str, Any] | None":
+    """The ``config.json`` (``train``: the TrainConfig, ``run``: its inputs) of the run a ``--resume`` goes on with,
+    if there is one."""
     saved = out / "config.json"
     if not resume or not saved.exists():
         return None
-    try:
-        return json.loads(saved.read_text())["run"]
-    except (ValueError, KeyError) as err:
-        raise ConfigError(f"{saved} is not a drtk train config ({err}); resume needs the run's own folder") from err
+    doc = read_json(saved, "--resume")
+    if not isinstance(doc, dict) or not {"train", "run"} <= set(doc):
+        raise ConfigError(f"{saved} is not a drtk train config (no 'train' and 'run'); resume needs the run's own folder")
+    return doc
 
 
 def _same_place(a: str, b: str) -> bool:
@@ -426,7 +426,8 @@ def run(args: argparse.Namespace) -> int:
     answers = _harmful_answers(args.harmful_answers, splits["harmful"].prompts) if args.harmful_answers else None
     model = load_model_from_args(args)
     meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}
-    earlier = _earlier_run(out, args.resume)
+    saved = _saved_config(out, args.resume)
+    earlier = saved["run"] if saved is not None else None
     if earlier is not None:
         args.direction = _same_inputs(out, earlier, model.model_id, args.direction, splits, from_file=args.data is not None)
 

@@ -44,6 +44,8 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
     limit = sz.eval_limit if limit is None else limit
     if steps < 1 or limit < 1:
         raise ConfigError(f"sweep steps and limit must be >= 1, got steps={steps}, limit={limit}")
+    if not probabilities or any(not 0 <= p <= 1 for p in probabilities) or len(set(probabilities)) < len(probabilities):
+        raise ConfigError(f"sweep probabilities must be distinct and in [0, 1], e.g. 0, 0.5, 1; got {list(probabilities)}")
     out = Path(out_dir)
     runner = StageRunner(out)
     dev = ["--device", device] if device else []

@@ -30,9 +30,9 @@ def files(tmp_path):
     (["sweep", "--aligned", "drtk-tiny-chat", "--direction", "{t}/d", "--p", "0,abc", "--out", "{t}/o"],
      "comma-separated probabilities"),
     (["sweep", "--aligned", "drtk-tiny-chat", "--direction", "{t}/d", "--p", "0.5,0.5", "--out", "{t}/o"],
-     "distinct probabilities"),
+     "probabilities must be distinct and in [0, 1]"),
     (["sweep", "--aligned", "drtk-tiny-chat", "--direction", "{t}/d", "--limit", "0", "--out", "{t}/o"],
-     "--limit must be >= 1"),
+     "steps and limit must be >= 1, got steps=10, limit=0"),
     (["demo", "--model", "drtk-tiny-chat", "--defences", "bogus", "--out", "{t}/o"], "defences must be"),
 ])
 def test_bad_input_is_one_line_and_runs_nothing(files, capsys, argv, message):

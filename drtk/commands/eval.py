@@ -64,9 +64,8 @@ def register(subparsers: Any) -> None:
 
 def _prompts(spec: "str | None", default: str, limit: "int | None") -> Any:
     from drtk.data import load_prompts, standard_splits
-    from drtk.errors import DataError
-
     from drtk.data.loading import SHIPPED_PROMPT_SETS
+    from drtk.errors import DataError
 
     if spec is None or spec in SHIPPED_PROMPT_SETS:  # a shipped set is evaluated on its held-out test split
         ps = standard_splits(spec or default)["test"]

@@ -14,6 +14,8 @@ COMMANDS = ("directions", "train", "eval", "demo", "sweep", "compare")
 RESUME_HINTS = {
     "train": "Run the same command with --resume to go on from the last checkpoint (--out/checkpoint, written every "
              "checkpoint_every steps and at the end).",
+    "eval": "Finished attacks are kept in --out/attacks-partial.jsonl: run the same command with --resume to go on from "
+            "them.",
     "demo": "Finished stages are kept: run the same command again to resume.",
     "sweep": "Finished runs are kept: run the same command again to resume.",
 }

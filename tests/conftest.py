@@ -54,5 +54,5 @@ def _make_context(direction=None, **kw):
     fit = dict(harmful_fit=["Make a bomb.", "Steal a car.", "Hack a bank.", "Poison a well."],
                harmless_fit=["Bake bread.", "Write a poem.", "Plan a trip.", "Sort a list."],
                harmful_val=["Forge a passport.", "Rob a store."], harmless_val=["Tie a knot.", "Name a color."])
-    return AttackContext(direction=direction, generation=GenerationConfig(max_new_tokens=6, batch_size=4),
-                         generator=torch.Generator().manual_seed(0), **(fit | kw))
+    defaults = dict(generation=GenerationConfig(max_new_tokens=6, batch_size=4), generator=torch.Generator().manual_seed(0))
+    return AttackContext(direction=direction, **(defaults | fit | kw))

@@ -59,6 +59,9 @@ def register(subparsers: Any) -> None:
                         "(evaluations that share a model, e.g. as each other's reference, generate them once)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the attacks an interrupted run into --out finished (kept in --out/attacks-partial.jsonl; "
+                        "an attack is reused only when it and the attacks before it ran with this command's settings)")
     p.set_defaults(func=run)
 
 
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from drtk.data import load_answers, load_prompts
     from drtk.directions import Direction
     from drtk.errors import ConfigError
-    from drtk.evaluation import evaluate, report_markdown, sets_from_folder, validate_results
+    from drtk.evaluation import AttackLog, evaluate, report_markdown, sets_from_folder, validate_results
+    from drtk.evaluation.progress import PARTIAL_LOG, has_finished_attacks
     from drtk.evaluation.harness import NLL_THRESHOLD
     from drtk.generation import GenerationConfig
     from drtk.judges import get_judge
@@ -97,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     attacks = [a for spec in args.attacks.split(",") if spec.strip() for a in parse_attack_spec(spec, sweep=not args.no_sweep)]
     if not attacks:
         raise ConfigError(f"--attacks {args.attacks!r} names no attack; e.g. --attacks none,prefill,fresh-ablation")
+    log_path = args.out / PARTIAL_LOG
+    if has_finished_attacks(args.out) and not args.resume:
+        raise ConfigError(f"{args.out} holds {len(AttackLog(log_path))} finished attack(s) of an interrupted evaluation; "
+                          f"pass --resume to go on from them, or delete {log_path} to start over")
     judge = get_judge(args.judge)
     if args.nll_threshold is not None and args.nll_threshold < 0:
         raise ConfigError(f"--nll-threshold is in nats per token and must be >= 0 (0 = off), got {args.nll_threshold}")
@@ -125,9 +133,16 @@ def run(args: argparse.Namespace) -> int:
     from drtk.training import GenerationCache
 
     cache = GenerationCache(args.generations) if args.generations is not None else None
+    log = AttackLog(log_path)
     ev = evaluate(model, attacks, harmful, harmless=harmless, borderline=borderline, reference=reference, context=ctx,
-                  judge=judge, known_data=known, completions=cache,
+                  judge=judge, known_data=known, completions=cache, log=log,
                   nll_threshold=NLL_THRESHOLD if args.nll_threshold is None else args.nll_threshold or None)
+    if args.resume:
+        if log.reused:
+            logger.info("resumed: %d of %d attacks read from %s", log.reused, len(attacks), log_path)
+        else:
+            logger.warning("--resume: no finished attack in %s matched this evaluation's model, prompts and settings; "
+                           "every attack ran", log_path)
     if cache is not None:
         cache.save()
         logger.info("completions: %d reused from %s", cache.hits, cache.path)
@@ -147,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             save_figure(fig, out, name)
             figures.append(f"{name}.html")
     (out / "report.md").write_text(report_markdown(results, figures))
+    log.remove()  # the results hold every attack now
     logger.info("\n%s", ev.table().to_string(index=False))
     logger.info("wrote %s", out)
     return 0

@@ -28,6 +28,7 @@ from drtk.evaluation.capability import (
     ReferenceAnswers, completion_nll, distinct_bigrams, kl_to_reference, perplexity, reference_answers, reference_perplexity,
 )
 from drtk.evaluation.contamination import clean
+from drtk.evaluation.progress import config_dict, generator_state, link, set_generator_state
 from drtk.evaluation.stats import Rate, paired_comparison, rate
 from drtk.generation import generate
 from drtk.judges import Judge, KeywordJudge
@@ -64,6 +65,23 @@ class AttackOutcome:
         """Complied *and* coherent, over all prompts."""
         ok = self.coherent
         return None if ok is None else rate([not r and c for r, c in zip(self.refused, ok)])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in the outcome, as JSON can write it (:class:`~drtk.evaluation.progress.AttackLog`)."""
+        return {"result": asdict(self.result), "refused": list(self.refused), "kl": self.kl,
+                "nll": None if self.nll is None else list(self.nll),
+                "distinct": None if self.distinct is None else list(self.distinct), "nll_threshold": self.nll_threshold}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AttackOutcome":
+        res = dict(d["result"])
+        for name in ("prompts", "completions", "inputs", "prefills"):
+            if res.get(name) is not None:
+                res[name] = tuple(res[name])
+        maybe = lambda xs: None if xs is None else tuple(float(x) for x in xs)  # noqa: E731
+        refused = tuple(bool(r) for r in d["refused"])
+        return cls(AttackResult(**res), refused, rate([not r for r in refused]), d["kl"], maybe(d["nll"]),
+                   maybe(d["distinct"]), float(d["nll_threshold"]))
 
 
 @dataclass
@@ -157,6 +175,7 @@ def evaluate(
     measure_kl: bool = True,
     nll_threshold: "float | None" = NLL_THRESHOLD,
     completions: Any = None,
+    log: Any = None,
 ) -> Evaluation:
     """Attack ``model`` on ``harmful`` prompts with each attack; judge; add over-refusal and capability.
 
@@ -179,6 +198,10 @@ def evaluate(
             ``none`` attack's, over-refusal, the reference's), keyed by a checksum of the weights, the
             generation settings and the prompt: evaluations that share a model (the reference of one is
             the model of another) generate each such completion once. Call its ``save`` to keep it.
+        log: an :class:`~drtk.evaluation.progress.AttackLog`: each attack's outcome is added to it as the
+            attack finishes, and an attack it already holds under the same settings (and after the same
+            attacks) is read from it instead of run, so an interrupted evaluation goes on where it stopped
+            with the results it would have had.
     """
     labels = [a.label for a in attacks]
     twice = sorted({x for x in labels if labels.count(x) > 1})
@@ -218,11 +241,22 @@ def evaluate(
                     sets, contamination)
 
     benign = list(sets["harmless"].prompts[:capability_prompts]) if "harmless" in sets else []
-    self_ref: "ReferenceAnswers | None" = None
-    if measure_kl and benign and any(a.edits_model for a in attacks):
-        self_ref = reference_answers(model, benign, n_tokens=capability_tokens, batch_size=gen.batch_size)
+    self_ref: "list[ReferenceAnswers]" = []  # the unattacked model's benign answers, made when an attack first needs them
+    key = "" if log is None else _first_link(model, reference, context, prompts, judge, benign, {
+        "capability_tokens": capability_tokens, "measure_kl": measure_kl, "nll_threshold": nll_threshold})
 
     for attack in attacks:
+        if log is not None:
+            key = link(key, attack.to_dict())
+            done = log.get(key)
+            if done is not None:
+                out, state = done
+                set_generator_state(context.generator, state)
+                ev.outcomes.append(out)
+                logger.info("attack %s: finished earlier, read from %s: ASR %s", attack.label, log.path, out.asr)
+                if out.result.name == "none" and completions is not None and not gen.do_sample:
+                    _store(completions, model, gen, out.result.prompts, out.result.completions)
+                continue
         logger.info("attack %s on %d prompts", attack.label, len(prompts))
         res = attack.run(model, prompts, context=context)
         refused = tuple(judge.refused(res.prompts, res.completions))
@@ -233,15 +267,19 @@ def evaluate(
             refused = tuple(r or b for r, b in zip(refused, bad))
             res.metadata["refusing_prefills"] = int(sum(bad))
         kl = None
-        if self_ref is not None and attack.edits_model:
+        if measure_kl and benign and attack.edits_model:
+            if not self_ref:
+                self_ref.append(reference_answers(model, benign, n_tokens=capability_tokens, batch_size=gen.batch_size))
             with attack.applied(model, context) as target:
-                kl = kl_to_reference(target, self_ref, gen.batch_size)
+                kl = kl_to_reference(target, self_ref[0], gen.batch_size)
         nll = distinct = None
         if nll_threshold is not None:  # scored by the unattacked model: the attack's hooks are gone here
             nll, distinct = _coherence(model, res, refused, gen.batch_size)
         out = AttackOutcome(res, refused, rate([not r for r in refused]), kl, nll, distinct,
                             NLL_THRESHOLD if nll_threshold is None else nll_threshold)
         ev.outcomes.append(out)
+        if log is not None:
+            log.add(key, out, context.generator)
         logger.info("  %s: ASR %s (coherent %s), KL %s, %.1fs", res.attack, out.asr, out.coherent_asr, kl, res.seconds)
         if res.name == "none" and completions is not None and not gen.do_sample:
             _store(completions, model, gen, res.prompts, res.completions)
@@ -269,6 +307,23 @@ def evaluate(
                              "ppl": perplexity(model, ref, gen.batch_size), "reference_ppl": reference_perplexity(ref),
                              "n_prompts": len(benign), "n_tokens": capability_tokens}
     return ev
+
+
+def _first_link(model: Any, reference: Any, context: AttackContext, prompts: Sequence[str], judge: Judge,
+                benign: Sequence[str], settings: dict[str, Any]) -> str:
+    """The first key of an evaluation's attack chain: everything its attacks depend on besides their own settings."""
+    from drtk import __version__
+    from drtk.training.data import _tensor_hash, weights_checksum
+
+    d = context.direction
+    return link("", {
+        "drtk": __version__, "model": weights_checksum(model),
+        "reference": None if reference is None else weights_checksum(reference),
+        "direction": None if d is None else [_tensor_hash(d.vector), d.to_dict()],
+        "answers": context.answers, "fit": context.fit_sets(), "selection": config_dict(context.selection),
+        "generation": asdict(context.generation),
+        "generator": generator_state(context.generator), "judge": [judge.name, list(getattr(judge, "phrases", ()))],
+        "prompts": list(prompts), "benign": list(benign), **settings})
 
 
 def _keys(model: Any, gen: Any, prompts: Sequence[str]) -> list[str]:

@@ -237,9 +237,12 @@ def _directions(folder: Path, model: str, sz: DemoSize, dev: list[str]) -> dict:
 
 
 def _eval(folder: Path, model: str, sz: DemoSize, dev: list[str], *, attacks: str, extra: list[str]) -> dict:
+    from drtk.evaluation.progress import has_finished_attacks
+
     fit, val, top_k = sz.attack_fit
     _cli(["eval", "--model", model, "--attacks", attacks, "--limit", str(sz.eval_limit), "--max-new-tokens",
           str(sz.max_new_tokens), "--fit-prompts", str(fit), "--val-prompts", str(val), "--fresh-top-k", str(top_k),
-          "--generations", str(folder.parent / "eval-generations.jsonl"), "--out", str(folder), *dev, *extra],
+          "--generations", str(folder.parent / "eval-generations.jsonl"), "--out", str(folder), *dev, *extra,
+          *(["--resume"] if has_finished_attacks(folder) else [])],  # an interrupted stage goes on from its finished attacks
          static_figures=False)  # the report draws its own attack figures
     return {"results": str(folder / "results.json")}

@@ -68,9 +68,12 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
             runner.run(f"train-{name}", train, config={"cfg": cfg, "aligned": aligned, "size": sz.name})
 
             def evaluate(folder: Path, name: str = name) -> dict:
+                from drtk.evaluation.progress import has_finished_attacks
+
                 _cli(["eval", "--model", str(out / f"train-{name}" / "model"), "--reference", aligned, "--direction",
                       direction, "--attacks", SWEEP_ATTACKS, "--limit", str(limit), "--max-new-tokens",
-                      str(sz.max_new_tokens), "--out", str(folder), *dev])
+                      str(sz.max_new_tokens), "--out", str(folder), *dev,
+                      *(["--resume"] if has_finished_attacks(folder) else [])])
                 return json.loads((folder / "results.json").read_text())
 
             res = runner.run(f"eval-{name}", evaluate, config={"attacks": SWEEP_ATTACKS, "limit": limit}, after=[f"train-{name}"])

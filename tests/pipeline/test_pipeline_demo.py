@@ -1,6 +1,8 @@
 import json
 import logging
 
+import pytest
+
 from drtk.pipeline.demo import run_demo
 from drtk.pipeline.stages import StageRunner
 
@@ -54,6 +56,31 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(StageRunner, "run", spy)
     run_demo(out, model="drtk-tiny-chat", size="smoke", defences=("deeprefusal", "adaptive"))
     assert calls == []
+    monkeypatch.setattr(StageRunner, "run", real)
+
+    # an attack stage stopped part way goes on from the attacks it finished, with the same results
+    from drtk.attacks.base import Attack
+
+    before = json.loads((out / "attack-adaptive" / "results.json").read_text())["attacks"]
+    completions = (out / "attack-adaptive" / "completions.jsonl").read_text()
+    for marker in ("attack-adaptive", "report"):
+        (out / "stages" / f"{marker}.json").unlink()
+    ran, real_run = [], Attack.run
+
+    def stop_at_gcg(self, *a, **kw):
+        if self.name == "gcg":
+            raise KeyboardInterrupt
+        return real_run(self, *a, **kw)
+
+    monkeypatch.setattr(Attack, "run", stop_at_gcg)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, model="drtk-tiny-chat", size="smoke", defences=("deeprefusal", "adaptive"))
+    monkeypatch.setattr(Attack, "run", lambda self, *a, **kw: ran.append(self.name) or real_run(self, *a, **kw))
+    run_demo(out, model="drtk-tiny-chat", size="smoke", defences=("deeprefusal", "adaptive"))
+    assert ran == ["gcg", "lora-interpolation"]
+    after = json.loads((out / "attack-adaptive" / "results.json").read_text())["attacks"]
+    assert {k: a["asr"] for k, a in after.items()} == {k: a["asr"] for k, a in before.items()}
+    assert (out / "attack-adaptive" / "completions.jsonl").read_text() == completions
 
 
 def test_targets_say_plainly_what_is_met():

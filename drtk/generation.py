@@ -70,6 +70,10 @@ def generate_ids(
     (finished rows are filled with the pad id)."""
     from transformers import DynamicCache
 
+    longest = int(attention_mask.sum(-1).max()) + cfg.max_new_tokens
+    if model.n_ctx is not None and longest > model.n_ctx:
+        raise ConfigError(f"a prompt of {longest - cfg.max_new_tokens} tokens plus {cfg.max_new_tokens} new tokens passes "
+                          f"{model.model_id!r}'s context of {model.n_ctx} tokens; shorten the prompt or lower max_new_tokens")
     eos_ids = _eos_ids(model)
     pad = model.tokenizer.pad_token_id
     new = []

@@ -124,6 +124,12 @@ class ChatModel:
         return int(self.hf.get_output_embeddings().weight.shape[0])
 
     @property
+    def n_ctx(self) -> "int | None":
+        """The longest sequence the model's positions cover (None when its config does not say)."""
+        n = getattr(self.hf.config, "max_position_embeddings", None) or getattr(self.hf.config, "n_positions", None)
+        return int(n) if n else None
+
+    @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
 

@@ -61,6 +61,16 @@ def test_generation_config_validates():
         GenerationConfig(top_p=0.0)
 
 
+def test_a_prompt_past_the_context_is_refused_with_its_length(tiny):
+    from drtk.errors import ConfigError
+
+    assert tiny.n_ctx == 512
+    fits = "a" * 400  # the tiny model's tokenizer spells most text one byte per token
+    assert len(generate(tiny, [fits], config=GenerationConfig(max_new_tokens=4))) == 1
+    with pytest.raises(ConfigError, match="plus 200 new tokens passes 'drtk-tiny-chat''s context of 512 tokens"):
+        generate(tiny, ["hi", fits], config=GenerationConfig(max_new_tokens=200))
+
+
 def test_unhooked_passes_run_the_plain_modules_and_match_the_bridged_model(tiny):
     """Without hooks, forward passes and decoding run the Hugging Face modules with the bridge's components
     taken out: the same logits and tokens as through the bridge (a no-op hook keeps it in), cached decoding

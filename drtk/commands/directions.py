@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     figs = out / "figures"
     save_figure(cosine_heatmap_layers(cands.diffs, position=d.position), figs, "cosine_layers")
     save_figure(cosine_heatmap_positions(cands.diffs, d.vector, post_tokens=cands.post_tokens), figs, "cosine_positions")
-    save_figure(selection_scores(result.table), figs, "selection_scores")
+    save_figure(selection_scores(result.table, kl_threshold=cfg.kl_threshold, induce_threshold=cfg.induce_threshold),
+                figs, "selection_scores")
     save_figure(projection_by_layer({"harmful (held out)": ph, "harmless (held out)": pb},
                                     title=f"Projection onto the selected direction (layer {d.layer}, position {d.position}) "
                                           f"— held-out AUROC {test_auroc:.3f}"), figs, "projection_by_layer")
@@ -90,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         "bypass": d.metadata["bypass"], "induce": d.metadata["induce"], "kl": d.metadata["kl"],
         "verified_refusal": d.metadata["verified_refusal"], "refusal_tokens": d.metadata["refusal_tokens"],
         "refusal_rate_val": d.metadata["refusal_rate_val"],
+        # whether the selected candidate passed the KL and induce filters (when none did: the lowest bypass)
+        "passed_filters": bool(result.table.loc[result.table.selected, "passed"].iloc[0]),
+        "candidates_passed": int(result.table.passed.sum()), "candidates_scored": int(result.table.bypass.notna().sum()),
         "test_auroc": test_auroc, "test_auroc_by_layer": auroc_by_layer(ph, pb), "seconds": time.time() - t0,
     }
     if args.probe:

@@ -498,7 +498,8 @@ def run(args: argparse.Namespace) -> int:
     for folder in (out / "model", out / "adapter") if trainer.peft_model is not None else (out / "model",):
         save_training_record(folder, base=model.model_id, method=cfg.method, prompts=learned)
     figs = out / "figures"
-    save_figure(training_curves(result.history), figs, "training_curves")
+    save_figure(training_curves(result.history, title=f"Training: {cfg.method} ({out.name})",
+                                loss_reduction=cfg.loss_reduction), figs, "training_curves")
     if not drift.frame.empty:
         save_figure(direction_drift(drift.frame), figs, "direction_drift")
     if cfg.schedule is not None:

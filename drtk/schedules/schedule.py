@@ -275,10 +275,12 @@ class AblationSchedule:
     def probability_grid(
         self, step: int, n_layers: int, max_depth: int, direction_layer: "int | None" = None
     ) -> Float[Tensor, "layer depth"]:
-        """Expected ablation probability of a region cell at each (layer, depth), for plots and checks."""
+        """Expected ablation probability of a region cell at each (layer, depth), for plots and checks, with the
+        ``attack_fraction`` (every cell on those steps) and the ``clean_fraction`` (rows without any) included."""
         site = self.site_probabilities(step, n_layers, direction_layer)
         token = self.p_token * self.depth_weights_for(torch.arange(max_depth))
-        return site[:, None] * token[None, :]
+        base = site[:, None] * token[None, :]
+        return (1.0 - self.clean_fraction) * (self.attack_fraction + (1.0 - self.attack_fraction) * base)
 
     def expected_rate(self, *, step: int, n_layers: int, direction_layer: "int | None" = None) -> float:
         """Expected fraction of ablated (site, region token) cells for a flat depth profile.

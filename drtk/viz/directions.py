@@ -57,25 +57,39 @@ def cosine_heatmap_compare(before: Tensor, after: Tensor, *, position: int = -1,
     return fig
 
 
-def selection_scores(table: pd.DataFrame, *, title: str = "") -> go.Figure:
-    """Bypass, induce and KL scores per layer, one line per post-instruction position; the chosen one starred."""
+def selection_scores(table: pd.DataFrame, *, title: str = "", kl_threshold: "float | None" = None,
+                     induce_threshold: "float | None" = None) -> go.Figure:
+    """Bypass, induce and KL scores per layer, one line per post-instruction position; the chosen one starred.
+
+    With ``kl_threshold`` / ``induce_threshold`` (the selection's filters) each is drawn as a dotted line, and
+    the subtitle says how many candidates were scored and how many passed both filters."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("bypass (lower = ablation removes refusal)",
                                                         "induce (higher = addition causes refusal)", "KL on harmless"))
     scored = table[table.bypass.notna()]
-    for pos, grp in scored.groupby("position"):
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    for i, (pos, grp) in enumerate(scored.groupby("position")):  # a position keeps its colour in all three panels
         grp = grp.sort_values("layer")
         name = f"pos {pos} {grp.token.iloc[0]!r}" if "token" in grp else f"pos {pos}"
         for col, key in enumerate(("bypass", "induce", "kl"), start=1):
             fig.add_trace(go.Scatter(x=grp.layer, y=grp[key], mode="markers+lines", name=name, legendgroup=name,
-                                     showlegend=col == 1), row=1, col=col)
+                                     line=dict(color=palette[i % len(palette)]), showlegend=col == 1), row=1, col=col)
     chosen = table[table.get("selected", False) == True]  # noqa: E712
     if not chosen.empty:
         for col, key in enumerate(("bypass", "induce", "kl"), start=1):
             fig.add_trace(go.Scatter(x=chosen.layer, y=chosen[key], mode="markers", name="selected",
                                      marker=dict(symbol="star", size=16, color="black"), showlegend=col == 1),
                           row=1, col=col)
+    for col, value, text in ((2, induce_threshold, "filter: induce >"), (3, kl_threshold, "filter: KL <")):
+        if value is not None:
+            fig.add_hline(y=value, line=dict(color="gray", dash="dot"), row=1, col=col,
+                          annotation_text=f"{text} {value:g}", annotation_position="top left")
+    sub = ""
+    if kl_threshold is not None and induce_threshold is not None:
+        passed = int(((scored.kl < kl_threshold) & (scored.induce > induce_threshold)).sum())
+        sub = (f"<br><sup>{len(scored)} of {len(table)} candidates scored; {passed} passed both filters"
+               + ("" if passed else ", so the lowest bypass among the scored ones was selected") + "</sup>")
     fig.update_xaxes(title_text="layer")
-    fig.update_layout(title=title or "Direction selection scores (validation prompts)", width=1200, height=420)
+    fig.update_layout(title=(title or "Direction selection scores (validation prompts)") + sub, width=1200, height=440)
     return fig
 
 

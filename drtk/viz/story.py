@@ -55,7 +55,8 @@ def asr_before_after(results: Mapping[str, Mapping[str, Any]], *, title: str = "
                                  hovertemplate="%{x}: coherent %{y:.0%}<extra>" + name + "</extra>"))
     judge = next(iter(results.values()))["judge"]["name"]
     subtitle = "<br><sup>solid: coherent successes; pale: successes that are loops or word salad</sup>"
-    fig.update_layout(barmode="group", yaxis=dict(title=f"attack success rate ({judge} judge)", range=[0, 1.05]),
+    fig.update_layout(barmode="group", yaxis=dict(title=f"attack success rate ({judge} judge)", range=[0, 1.05],
+                                                  tickformat=".0%"),
                       title=(title or "Attack success before and after rebuilding refusal (95% Wilson intervals)")
                       + (subtitle if any_coherence else ""),
                       width=1200, height=540, xaxis_tickangle=-30)
@@ -74,12 +75,27 @@ def asr_vs_prefill_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure
         fig.add_trace(go.Scatter(x=k, y=asr, mode="lines+markers", name=name, line=dict(color=_color(name, i)),
                                  error_y=dict(type="data", symmetric=False, array=hi - asr, arrayminus=asr - lo)))
     fig.update_layout(title="Prefilling attack: success vs prefill length", xaxis_title="prefilled harmful tokens (k)",
-                      yaxis=dict(title="attack success rate", range=[0, 1.05]), width=760, height=460)
+                      yaxis=dict(title="attack success rate", range=[0, 1.05], tickformat=".0%"), width=760, height=460)
     return fig
 
 
 _SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "star", "cross", "triangle-down", "pentagon",
             "hexagon", "star-triangle-up", "hourglass"]
+# the demo's attacks keep one marker in every figure; others take the next free ones
+_ATTACK_SYMBOLS = {"direction-ablation[strength=1.0]": "circle", "fresh-ablation[strength=1.0]": "square",
+                   "per-layer-ablation[k=1]": "diamond", "prefill[k=20]": "triangle-up", "actadd[coeff=1.0]": "x",
+                   "lora-interpolation[lam=0.5]": "star"}
+
+
+def _symbols(labels: "list[str]") -> dict[str, str]:
+    free = [s for s in _SYMBOLS if s not in _ATTACK_SYMBOLS.values()] or _SYMBOLS
+    out, i = {}, 0
+    for label in labels:
+        if label in _ATTACK_SYMBOLS:
+            out[label] = _ATTACK_SYMBOLS[label]
+        else:
+            out[label], i = free[i % len(free)], i + 1
+    return out
 
 
 def asr_vs_kl_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure:
@@ -90,7 +106,7 @@ def asr_vs_kl_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     attacks: list[str] = []
     for res in results.values():
         attacks += [label for label, a in res["attacks"].items() if a.get("kl") is not None and label not in attacks]
-    symbol = {label: _SYMBOLS[i % len(_SYMBOLS)] for i, label in enumerate(attacks)}
+    symbol = _symbols(attacks)
     for i, (name, res) in enumerate(results.items()):
         color = _color(name, i)
         for label, a in res["attacks"].items():
@@ -108,7 +124,7 @@ def asr_vs_kl_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label, legend="legend2",
                                  marker=dict(size=11, color="#555555", symbol=symbol[label])))
     fig.update_layout(title="Attack success vs capability cost of the edit (95% Wilson intervals)",
-                      xaxis=dict(title="KL(unattacked ‖ attacked) on benign answers", type="log"),
+                      xaxis=dict(title="KL(unattacked ‖ attacked) on benign answers", type="log", dtick=1),
                       yaxis=dict(title="attack success rate", range=[-0.05, 1.1], tickformat=".0%"),
                       legend=dict(title_text="model", x=1.02, y=1, yanchor="top"),
                       legend2=dict(title_text="attack", x=1.02, y=0.6, yanchor="top"), width=1000, height=540)
@@ -125,38 +141,68 @@ def asr_vs_over_refusal(results: Mapping[str, Mapping[str, Any]], *, attacks: "t
     on all benign prompts (harmless and borderline pooled), both with 95% Wilson intervals. A good defence
     sits bottom left; a model that resists attacks only by refusing everything sits bottom right.
 
+    Filled markers are the judge's ASR; where the coherence check ran and finds fewer successes, an open
+    marker below it gives the coherent ASR (successes that read as text), joined to it by a thin line. A
+    model's attacks share its over-refusal, so they are spread a little sideways to stay visible. Colour is
+    the model and the marker the attack, each with its own legend.
+
     ``over_refusal_target``: a dotted vertical line at that over-refusal, labelled ``target_label``."""
     fig = go.Figure()
+    symbol = _symbols(list(attacks))
+    dodge = 0.012
+    shown_models = []
     for i, (name, res) in enumerate(results.items()):
         over = pooled_over_refusal(dict(res))
         if over is None:
             continue
-        for j, label in enumerate(attacks):  # an attack keeps its marker in every model
-            if label not in res["attacks"]:
-                continue
+        color = _color(name, i)
+        present = [label for label in attacks if label in res["attacks"]]
+        for j, label in enumerate(present):
             a = res["attacks"][label]
+            x = over.rate + dodge * (j - (len(present) - 1) / 2)
+            coh = a.get("coherence")
+            if coh is not None and coh["rate"] < a["asr"]:
+                fig.add_trace(go.Scatter(x=[x, x], y=[a["asr"], coh["rate"]], mode="lines+markers", showlegend=False,
+                                         line=dict(color=color, width=1),
+                                         marker=dict(size=[0, 11], color="white", symbol=symbol[label],
+                                                     line=dict(width=2, color=color)),
+                                         hovertemplate=f"{name}<br>{label}<br>coherent %{{y:.0%}}<extra></extra>"))
             fig.add_trace(go.Scatter(
-                x=[over.rate], y=[a["asr"]], mode="markers", name=f"{name}: {label}", legendgroup=name,
-                marker=dict(size=12, color=_color(name, i), symbol=_SYMBOLS[j % len(_SYMBOLS)]),
-                error_x=dict(type="data", symmetric=False, array=[over.ci_high - over.rate], arrayminus=[over.rate - over.ci_low]),
-                error_y=dict(type="data", symmetric=False, array=[a["ci_high"] - a["asr"]], arrayminus=[a["asr"] - a["ci_low"]]),
-            ))
+                x=[x], y=[a["asr"]], mode="markers", name=f"{name}: {label}", showlegend=False,
+                marker=dict(size=12, color=color, symbol=symbol[label], line=dict(width=1, color="white")),
+                error_x=dict(type="data", symmetric=False, array=[over.ci_high - over.rate], arrayminus=[over.rate - over.ci_low],
+                             color=color, thickness=1),
+                error_y=dict(type="data", symmetric=False, array=[a["ci_high"] - a["asr"]], arrayminus=[a["asr"] - a["ci_low"]],
+                             color=color, thickness=1),
+                hovertemplate=f"{name}<br>{label}<br>over-refusal {over.rate:.0%}<br>ASR %{{y:.0%}}<extra></extra>"))
+        shown_models.append((name, color))
+    for name, color in shown_models:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, legend="legend",
+                                 marker=dict(size=12, color=color, symbol="circle")))
+    for label in attacks:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label, legend="legend2",
+                                 marker=dict(size=11, color="#555555", symbol=symbol[label])))
     if over_refusal_target is not None:
         fig.add_vline(x=over_refusal_target, line=dict(color="gray", dash="dot"), annotation_text=target_label,
                       annotation_position="top right")
-    fig.update_layout(title="Attack success vs over-refusal (harmless + borderline), one point per model and attack",
+    fig.update_layout(title="Attack success vs over-refusal, one point per model and attack<br><sup>filled: the judge's "
+                            "ASR; open: the coherent ASR where lower; over-refusal: harmless and borderline prompts "
+                            "together; a model's points are spread sideways</sup>",
                       xaxis=dict(title="over-refusal on benign prompts", range=[-0.05, 1.05], tickformat=".0%"),
-                      yaxis=dict(title="attack success rate", range=[-0.05, 1.05], tickformat=".0%"), width=900, height=560)
+                      yaxis=dict(title="attack success rate", range=[-0.05, 1.05], tickformat=".0%"),
+                      legend=dict(title_text="model", x=1.02, y=1, yanchor="top"),
+                      legend2=dict(title_text="attack", x=1.02, y=0.6, yanchor="top"), width=1000, height=580)
     return fig
 
 
 def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str = "", x_title: str = "layer",
-                      marks: "Mapping[float, str] | None" = None) -> go.Figure:
+                      marks: "Mapping[float, str] | None" = None, subtitle: str = "band: ±1 standard deviation") -> go.Figure:
     """Side-by-side panels of mean ± std projections, e.g. one panel per model, lines with/without attack.
 
     Args:
         panels: panel title -> (line label -> projections ``(batch, x)``).
         marks: x -> label of a dotted vertical line drawn in every panel (e.g. where a prefill ends).
+        subtitle: a line under the title (what the bands are, what was projected onto).
     """
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), shared_yaxes=True)
     palette = ["#d62728", "#ff9896", "#1f77b4", "#aec7e8", "#2ca02c", "#98df8a"]
@@ -176,8 +222,9 @@ def projection_panels(panels: Mapping[str, Mapping[str, Tensor]], *, title: str 
             label = dict(annotation_text=text, annotation_position="top right") if col == 1 else {}
             fig.add_vline(x=x_mark, line=dict(color="gray", dash="dot"), row=1, col=col, **label)
         fig.update_xaxes(title_text=x_title, row=1, col=col)
-    fig.update_yaxes(title_text="projection onto the refusal direction", row=1, col=1)
-    fig.update_layout(title=title, width=420 * len(panels) + 200, height=460)
+    fig.update_yaxes(title_text="projection onto the unit refusal direction (residual-stream units)", row=1, col=1)
+    fig.update_layout(title=title + (f"<br><sup>{subtitle}</sup>" if subtitle else ""), width=420 * len(panels) + 200,
+                      height=480)
     return fig
 
 

@@ -21,6 +21,9 @@ def test_directions_command_writes_artifacts(tmp_path):
     assert d.layer == summary["layer"] and 0.0 <= summary["test_auroc"] <= 1.0
     table = pd.read_csv(out / "selection.csv")
     assert table.selected.sum() == 1
+    # the summary says whether the selected candidate passed the KL and induce filters, as the table does
+    assert summary["passed_filters"] == bool(table.passed[table.selected].iloc[0])
+    assert summary["candidates_passed"] == table.passed.sum() and summary["candidates_scored"] == 2
     probe = pd.read_csv(out / "probe.csv")
     assert list(probe.layer) == list(range(d.n_layers))
     assert {"flagged:positive", "flagged:harmless", "flagged:borderline", "auroc:borderline"} <= set(probe.columns)

@@ -27,8 +27,27 @@ def test_asr_vs_over_refusal_places_each_model_at_its_pooled_over_refusal():
                 "over_refusal": {"harmless": {"k": k, "n": 10}, "borderline": {"k": k, "n": 10}}}
 
     fig = asr_vs_over_refusal({"aligned": doc(0.9, 1), "adaptive": doc(0.1, 8), "no-benign": {"attacks": {}}})
-    assert [t.name for t in fig.data] == ["aligned: fresh-ablation[strength=1.0]", "adaptive: fresh-ablation[strength=1.0]"]
-    assert [(t.x[0], t.y[0]) for t in fig.data] == [(0.1, 0.9), (0.8, 0.1)]
+    points = [t for t in fig.data if t.name and ": " in t.name]
+    assert [t.name for t in points] == ["aligned: fresh-ablation[strength=1.0]", "adaptive: fresh-ablation[strength=1.0]"]
+    assert [(t.x[0], t.y[0]) for t in points] == [(0.1, 0.9), (0.8, 0.1)]
+
+
+def test_an_attack_keeps_its_marker_across_figures_and_coherent_asr_shows_beneath():
+    from drtk.viz.story import asr_vs_kl_models, asr_vs_over_refusal
+
+    fresh = _row("fresh-ablation", 0.9, kl=0.3) | {"coherence": {"rate": 0.5}}
+    doc = {"judge": {"name": "keyword"}, "over_refusal": {"harmless": {"k": 1, "n": 10}},
+           "attacks": {"direction-ablation[strength=1.0]": _row("direction-ablation", 0.8, kl=0.1),
+                       "fresh-ablation[strength=1.0]": fresh}}
+    marker = lambda fig: {t.name.split(": ")[1]: t.marker.symbol for t in fig.data if t.name and ": " in t.name}  # noqa: E731
+    assert marker(asr_vs_over_refusal({"m": doc})) == marker(asr_vs_kl_models({"m": doc})) == {
+        "direction-ablation[strength=1.0]": "circle", "fresh-ablation[strength=1.0]": "square"}
+    over = asr_vs_over_refusal({"m": doc})
+    points = {t.name: t.x[0] for t in over.data if t.name and ": " in t.name}
+    left, right = sorted(points.values())  # both at over-refusal 0.1, spread apart around it
+    assert left < 0.1 < right and abs((left + right) / 2 - 0.1) < 1e-9
+    coherent = [t for t in over.data if not t.name and t.mode == "lines+markers"]
+    assert len(coherent) == 1 and list(coherent[0].y) == [0.9, 0.5]  # from the judge's ASR down to the coherent one
 
 
 def test_html_only_skips_static_copies_and_restores_them(tmp_path, monkeypatch):

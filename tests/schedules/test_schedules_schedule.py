@@ -1,5 +1,7 @@
 """Ablation schedules: pure profiles point by point, validation, mask sampling under padding, resume."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -93,6 +95,11 @@ def test_probability_grid_is_the_product():
                          depth_profile="first", depth_first=2)
     g = s.probability_grid(0, 3, 4)
     assert torch.allclose(g, torch.tensor([[0, 0, 0, 0], [0.4, 0.4, 0, 0], [0, 0, 0, 0]]))
+    # attacker steps ablate every cell, clean rows none: the grid is what a cell gets on average over steps and rows
+    both = dataclasses.replace(s, attack_fraction=0.5, clean_fraction=0.25).probability_grid(0, 3, 4)
+    assert torch.allclose(both, 0.75 * (0.5 + 0.5 * g))
+    flat = dataclasses.replace(s, depth_profile="flat", attack_fraction=0.5, clean_fraction=0.25)
+    assert float(flat.probability_grid(0, 3, 4).mean()) == pytest.approx(flat.expected_rate(step=0, n_layers=3))
 
 
 @pytest.mark.parametrize("pad", ["left", "right"])

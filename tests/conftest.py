@@ -56,3 +56,22 @@ def _make_context(direction=None, **kw):
                harmful_val=["Forge a passport.", "Rob a store."], harmless_val=["Tie a knot.", "Name a color."])
     defaults = dict(generation=GenerationConfig(max_new_tokens=6, batch_size=4), generator=torch.Generator().manual_seed(0))
     return AttackContext(direction=direction, **(defaults | fit | kw))
+
+
+def patch_attack_runs(monkeypatch, stop_at=None):
+    """Make every ``Attack.run`` record its label in the returned list, and raise KeyboardInterrupt (as Ctrl-C
+    would) when the attack named ``stop_at`` starts. Patching again wraps the real method, not the last patch."""
+    from drtk.attacks.base import Attack
+
+    real = getattr(Attack.run, "real_run", Attack.run)
+    ran = []
+
+    def run(self, *args, **kw):
+        if self.name == stop_at:
+            raise KeyboardInterrupt
+        ran.append(self.label)
+        return real(self, *args, **kw)
+
+    run.real_run = real
+    monkeypatch.setattr(Attack, "run", run)
+    return ran

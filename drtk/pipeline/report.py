@@ -2,7 +2,6 @@
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
     from drtk.directions import Direction, collect_post_instruction, compute_candidates
     from drtk.interventions import ablation
     from drtk.models import load_model
-    from drtk.viz import cosine_heatmap_compare, save_figure
+    from drtk.viz import cosine_heatmap_compare, cosine_heatmap_layers, save_figure
     from drtk.viz.story import projection_panels
 
     direction = Direction.load(out / "direction")
@@ -83,6 +82,9 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
             prefix_ends.append(prefix_end)
         if aligned_cands is None:
             aligned_cands = cands
+            save_figure(cosine_heatmap_layers(cands.diffs, position=direction.position,
+                                              title=f"Cosine of the {name} model's candidate directions across layers "
+                                                    f"(position {direction.position})"), fig_dir, f"{name}_cosine_layers")
         else:
             save_figure(cosine_heatmap_compare(aligned_cands.diffs, cands.diffs, position=direction.position,
                                                title=f"Candidate directions: aligned (rows) vs {name} (columns)"),
@@ -198,10 +200,6 @@ def write_report(out: Path, *, model: str, size: Any, defences: tuple[str, ...],
     selection = _selection_figure(out / "direction", fig_dir)
     if selection is not None:
         direction = direction | selection
-    for ext in ("html", "png", "svg"):
-        src = out / "direction" / "figures" / f"cosine_layers.{ext}"
-        if src.exists():
-            shutil.copy(src, fig_dir / f"aligned_cosine_layers.{ext}")
     models = {"aligned": str(out / "aligned" / "model")} | {m: str(out / m / "model") for m in defences}
     ks = tuple(getattr(size, "prefill_k", (20,)))
     projections = _projection_figures(out, models, fig_dir, n=min(getattr(size, "eval_limit", 24), 32),

@@ -90,11 +90,25 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
 
 
 def tradeoff_figure(table: pd.DataFrame, *, attack: str = "asr:prefill[k=20]", over: str = "over_refusal:borderline") -> go.Figure:
-    """Attack success vs over-refusal, one point per (p, recovery) configuration."""
+    """Attack success vs over-refusal, one point per (p, recovery) configuration. Configurations that land on
+    the same point share one label (``p=0.5, 1``), so none hides another."""
     fig = go.Figure()
     for rec, grp in table.groupby("recovery"):
-        fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=[f"p={p:g}" for p in grp.p],
-                                 textposition="top center", name="with recovery examples" if rec else "without recovery examples"))
-    fig.update_layout(title=f"Ablation probability: {attack} vs {over}", xaxis=dict(title=over, range=[-0.05, 1.05]),
-                      yaxis=dict(title=attack, range=[-0.05, 1.05]), width=760, height=520)
+        grp = grp.sort_values("p")
+        spots: dict[tuple[float, float], list[str]] = {}
+        for x, y, p in zip(grp[over], grp[attack], grp["p"]):
+            spots.setdefault((x, y), []).append(f"{p:g}")
+        texts = []
+        for x, y in zip(grp[over], grp[attack]):
+            ps = spots.get((x, y))
+            texts.append(f"p={', '.join(ps)}" if ps else "")
+            spots[(x, y)] = []  # labelled once, at its first configuration
+        fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=texts,
+                                 textposition="top center" if rec else "bottom center",
+                                 name="with recovery examples" if rec else "without recovery examples"))
+    label = lambda col: col.replace("asr:", "attack success, ").replace("over_refusal:", "over-refusal, ")  # noqa: E731
+    fig.update_layout(title=f"Ablation probability p: {label(attack)} against {label(over)}<br><sup>one point per "
+                            "(p, recovery) configuration, connected in order of p</sup>",
+                      xaxis=dict(title=label(over), range=[-0.05, 1.05], tickformat=".0%"),
+                      yaxis=dict(title=label(attack), range=[-0.05, 1.05], tickformat=".0%"), width=760, height=520)
     return fig

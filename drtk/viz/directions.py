@@ -12,11 +12,19 @@ from torch import Tensor
 _DIVERGING = "RdBu_r"
 
 
+_BLANK = "blank: no direction there (a zero difference of means, as at layer 0, which reads the same template token)"
+
+
 def _cos(a: Tensor, b: Tensor) -> np.ndarray:
+    """Cosines of the rows of ``a`` with the rows of ``b``; NaN (drawn blank) where a row is a zero vector."""
     a, b = a.detach().float().cpu(), b.detach().float().cpu()
-    a = a / a.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    b = b / b.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    return (a @ b.T).numpy()
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    c = (a / na.clamp(min=1e-12)) @ (b / nb.clamp(min=1e-12)).T
+    dead_a = (na <= 1e-6 * na.max().clamp(min=1e-12)).squeeze(-1)
+    dead_b = (nb <= 1e-6 * nb.max().clamp(min=1e-12)).squeeze(-1)
+    c[dead_a, :] = float("nan")
+    c[:, dead_b] = float("nan")
+    return c.numpy()
 
 
 def cosine_heatmap_layers(diffs: Tensor, *, position: int = -1, title: str = "") -> go.Figure:
@@ -28,8 +36,9 @@ def cosine_heatmap_layers(diffs: Tensor, *, position: int = -1, title: str = "")
     """
     c = _cos(diffs[position].float(), diffs[position].float())
     fig = go.Figure(go.Heatmap(z=c, zmin=-1, zmax=1, colorscale=_DIVERGING, colorbar_title="cos"))
-    fig.update_layout(title=title or f"Cosine similarity of candidate directions across layers (position {position})",
-                      xaxis_title="layer", yaxis_title="layer", yaxis_autorange="reversed", width=640, height=560)
+    sub = f"<br><sup>{_BLANK}</sup>" if np.isnan(c).any() else ""
+    fig.update_layout(title=(title or f"Cosine similarity of candidate directions across layers (position {position})") + sub,
+                      xaxis_title="layer", yaxis_title="layer", yaxis_autorange="reversed", width=640, height=580)
     return fig
 
 
@@ -52,8 +61,14 @@ def cosine_heatmap_compare(before: Tensor, after: Tensor, *, position: int = -1,
     a, b = before[position].float(), after[position].float()
     c = _cos(a, b)
     fig = go.Figure(go.Heatmap(z=c, zmin=-1, zmax=1, colorscale=_DIVERGING, colorbar_title="cos"))
-    fig.update_layout(title=title or "Candidates before (rows) vs after (columns)", xaxis_title="layer (after)",
-                      yaxis_title="layer (before)", yaxis_autorange="reversed", width=640, height=560)
+    same = np.diagonal(c)  # each layer's candidate before against the same layer's after
+    sub = ""
+    if np.isfinite(same).any():
+        low = int(np.nanargmin(same))
+        sub = (f"<br><sup>same layer before and after: cos {np.nanmin(same):.3f} (layer {low}) to {np.nanmax(same):.3f}"
+               + ("; " + _BLANK.split(" (")[0] if np.isnan(c).any() else "") + "</sup>")
+    fig.update_layout(title=(title or "Candidates before (rows) vs after (columns)") + sub, xaxis_title="layer (after)",
+                      yaxis_title="layer (before)", yaxis_autorange="reversed", width=640, height=580)
     return fig
 
 

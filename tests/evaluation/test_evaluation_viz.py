@@ -121,3 +121,20 @@ def test_direction_drift_spans_the_measured_cosines():
     assert (fig.data[0].zmin, fig.data[0].zmax) == (0.85, 1.0) and "layer 2 at step 8" in fig.layout.title.text
     flipped = close.assign(cos=[0.9, 0.5, -0.2, 0.1])  # a direction that turned around: the full signed scale
     assert (direction_drift(flipped).data[0].zmin, direction_drift(flipped).data[0].zmax) == (-1, 1)
+
+
+def test_cosine_maps_leave_a_layer_without_a_direction_blank_and_name_the_same_layer_range():
+    import numpy as np
+    import torch
+
+    from drtk.viz.directions import cosine_heatmap_compare, cosine_heatmap_layers
+
+    g = torch.Generator().manual_seed(0)
+    before = torch.randn(2, 4, 8, generator=g)
+    before[:, 0] = 0  # layer 0: the same template token for every prompt, a zero difference of means
+    after = before.clone()
+    after[-1, 3] = -after[-1, 3]  # layer 3 flips
+    z = np.array(cosine_heatmap_layers(before).data[0].z, dtype=float)
+    assert np.isnan(z[0]).all() and np.isnan(z[:, 0]).all() and np.allclose(np.diagonal(z)[1:], 1)
+    fig = cosine_heatmap_compare(before, after)
+    assert "cos -1.000 (layer 3) to 1.000" in fig.layout.title.text and "blank" in fig.layout.title.text

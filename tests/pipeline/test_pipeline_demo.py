@@ -5,6 +5,7 @@ import pytest
 
 from drtk.pipeline.demo import run_demo
 from drtk.pipeline.stages import StageRunner
+from tests.conftest import patch_attack_runs
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
@@ -69,25 +70,16 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(StageRunner, "run", real)
 
     # an attack stage stopped part way goes on from the attacks it finished, with the same results
-    from drtk.attacks.base import Attack
-
     before = json.loads((out / "attack-adaptive" / "results.json").read_text())["attacks"]
     completions = (out / "attack-adaptive" / "completions.jsonl").read_text()
     for marker in ("attack-adaptive", "report"):
         (out / "stages" / f"{marker}.json").unlink()
-    ran, real_run = [], Attack.run
-
-    def stop_at_gcg(self, *a, **kw):
-        if self.name == "gcg":
-            raise KeyboardInterrupt
-        return real_run(self, *a, **kw)
-
-    monkeypatch.setattr(Attack, "run", stop_at_gcg)
+    patch_attack_runs(monkeypatch, stop_at="gcg")
     with pytest.raises(KeyboardInterrupt):
         run_demo(out, model="drtk-tiny-chat", size="smoke", defences=("deeprefusal", "adaptive"))
-    monkeypatch.setattr(Attack, "run", lambda self, *a, **kw: ran.append(self.name) or real_run(self, *a, **kw))
+    ran = patch_attack_runs(monkeypatch)
     run_demo(out, model="drtk-tiny-chat", size="smoke", defences=("deeprefusal", "adaptive"))
-    assert ran == ["gcg", "lora-interpolation"]
+    assert ran == ["gcg", "lora-interpolation[lam=0.5]"]
     after = json.loads((out / "attack-adaptive" / "results.json").read_text())["attacks"]
     assert {k: a["asr"] for k, a in after.items()} == {k: a["asr"] for k, a in before.items()}
     assert (out / "attack-adaptive" / "completions.jsonl").read_text() == completions

@@ -29,3 +29,12 @@ def test_sweep_trains_and_evaluates_each_configuration_and_resumes(tmp_path, mon
 def test_sweep_rejects_empty_budgets(tmp_path):
     with pytest.raises(ConfigError, match="steps and limit"):
         run_sweep(tmp_path, aligned="a", direction="d", steps=0)
+
+
+def test_configurations_on_one_point_share_one_label():
+    import pandas as pd
+
+    table = pd.DataFrame({"p": [0.0, 0.5, 1.0], "recovery": [True] * 3, "asr:prefill[k=20]": [0.6, 0.5, 0.5],
+                          "over_refusal:borderline": [0.2, 0.25, 0.25]})
+    fig = tradeoff_figure(table)
+    assert list(fig.data[0].text) == ["p=0", "p=0.5, 1", ""] and fig.layout.xaxis.title.text == "over-refusal, borderline"

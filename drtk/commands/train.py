@@ -368,21 +368,18 @@ def _saved_config(out: Path, resume: bool) -> "dict[str, Any] | None":
     return doc
 
 
-def _same_place(a: str, b: str) -> bool:
-    """Two names of one model or file: equal, or paths to the same place (``runs/x`` and ``./runs/x``)."""
-    return a == b or (Path(a).exists() and Path(a).resolve() == Path(b).resolve())
-
-
 def _same_inputs(out: Path, earlier: dict[str, Any], model_id: str, direction: "Path | None", splits: dict[str, Any],
                  *, from_file: bool) -> "Path | None":
     """Check that a resume goes on with the model, direction and prompts the run started with; returns the
     direction to use (the run's own when none is given)."""
+    from drtk.models.loading import same_place
+
     changed = []
-    if earlier.get("model") is not None and not _same_place(earlier["model"], model_id):
+    if earlier.get("model") is not None and not same_place(earlier["model"], model_id):
         changed.append(f"the model ({model_id}; the run: {earlier['model']})")
     was = earlier.get("direction")
     given_earlier = was is not None and not was.startswith("found here")
-    if direction is not None and given_earlier and not _same_place(was, str(direction)):
+    if direction is not None and given_earlier and not same_place(was, str(direction)):
         changed.append(f"the direction ({direction}; the run: {was})")
     for role, ps in splits.items():
         rec = earlier.get("data", {}).get(role)

@@ -79,7 +79,9 @@ class Direction:
                 f"direction is at layer {self.layer}{where} but {model.model_id!r} has layers 0..{model.n_layers - 1}; "
                 "was its direction.json edited?"
             )
-        if self.model_id != model.model_id:
+        from drtk.models.loading import same_place
+
+        if not same_place(self.model_id, model.model_id):
             logger.info("using a direction from %r on %r (transfer)", self.model_id, model.model_id)
 
     def for_model(self, model: Any) -> Tensor:

@@ -162,3 +162,9 @@ def load_model(
     bridge.eval()
     logger.info("loaded %s: %d layers, d_model %d on %s/%s", model_id, bridge.cfg.n_layers, bridge.cfg.d_model, dev, dt)
     return ChatModel(bridge=bridge, tokenizer=tok, chat=chat, model_id=model_id)
+
+
+def same_place(a: str, b: str) -> bool:
+    """Two names of one model or file: equal, or paths to the same place (``runs/x`` and ``./runs/x``, or a
+    relative and an absolute path)."""
+    return a == b or (Path(a).exists() and Path(a).resolve() == Path(b).resolve())

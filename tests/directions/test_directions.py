@@ -212,3 +212,22 @@ def test_a_direction_at_a_layer_the_model_lacks_is_refused(tiny, direction):
 
     with pytest.raises(DirectionMismatchError, match="layer 99"):
         dataclasses.replace(direction, layer=99).check_model(tiny)
+
+
+def test_a_direction_is_a_transfer_only_when_it_comes_from_another_model(tiny, tmp_path, monkeypatch, caplog):
+    import dataclasses
+    import logging
+
+    from drtk.directions import Direction
+
+    d = Direction(torch.ones(tiny.d_model), "single", tiny.model_id, tiny.n_layers, tiny.d_model, layer=1, position=-1)
+    caplog.set_level(logging.INFO, logger="drtk")
+    folder = tmp_path / "runs" / "m"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    relative = dataclasses.replace(d, model_id="runs/m")
+    named = type("Named", (), {"model_id": str(folder), "d_model": tiny.d_model, "n_layers": tiny.n_layers})()
+    relative.check_model(named)  # the same folder, named relative and absolute
+    assert "transfer" not in caplog.text
+    dataclasses.replace(d, model_id="runs/other").check_model(named)
+    assert "(transfer)" in caplog.text

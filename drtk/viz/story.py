@@ -40,18 +40,20 @@ def asr_before_after(results: Mapping[str, Mapping[str, Any]], *, title: str = "
     any_coherence = False
     for i, (name, res) in enumerate(results.items()):
         att = res["attacks"]
-        y = [att[a]["asr"] if a in att else None for a in labels]
+        y = [att[a]["asr"] if a in att else 0 for a in labels]
         lo = [att[a]["asr"] - att[a]["ci_low"] if a in att else 0 for a in labels]
         hi = [att[a]["ci_high"] - att[a]["asr"] if a in att else 0 for a in labels]
         coherent = [att[a]["coherence"]["rate"] if "coherence" in att.get(a, {}) else None for a in labels]
         has = any(c is not None for c in coherent)
         any_coherence |= has
+        # an attack the model was not given (e.g. interpolation towards a base it does not have) says so
         fig.add_trace(go.Bar(x=labels, y=y, name=name, marker_color=_color(name, i), opacity=0.4 if has else 1.0,
-                             offsetgroup=str(i), legendgroup=name,
+                             offsetgroup=str(i), legendgroup=name, showlegend=not has,
+                             text=["" if a in att else "n/a" for a in labels], textposition="outside",
                              error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo)))
-        if has:
-            fig.add_trace(go.Bar(x=labels, y=coherent, name=f"{name}, coherent", marker_color=_color(name, i),
-                                 offsetgroup=str(i), legendgroup=name, showlegend=False,
+        if has:  # the legend shows the solid colour, the one the coherent successes are drawn in
+            fig.add_trace(go.Bar(x=labels, y=coherent, name=name, marker_color=_color(name, i),
+                                 offsetgroup=str(i), legendgroup=name,
                                  hovertemplate="%{x}: coherent %{y:.0%}<extra>" + name + "</extra>"))
     judge = next(iter(results.values()))["judge"]["name"]
     subtitle = "<br><sup>solid: coherent successes; pale: successes that are loops or word salad</sup>"

@@ -69,9 +69,13 @@ def test_asr_before_after_draws_coherent_share_over_each_models_bar():
 
     looped = _row("per-layer-ablation", 1.0) | {"coherence": {"rate": 0.25}}
     fig = asr_before_after({"aligned": {"judge": {"name": "keyword"}, "attacks": {"per-layer[k=1]": looped}},
-                            "plain": {"judge": {"name": "keyword"}, "attacks": {"per-layer[k=1]": _row("none", 0.5)}}})
-    names = [(t.name, t.y[0], t.offsetgroup) for t in fig.data]
-    assert names == [("aligned", 1.0, "0"), ("aligned, coherent", 0.25, "0"), ("plain", 0.5, "1")]
+                            "plain": {"judge": {"name": "keyword"}, "attacks": {"per-layer[k=1]": _row("none", 0.5),
+                                                                                 "extra": _row("none", 0.1)}}})
+    bars = [(t.name, list(t.y), t.offsetgroup, t.showlegend) for t in fig.data]
+    # the pale full bar, then the solid coherent one (which carries the legend entry); an attack a model was
+    # not given is a zero bar marked n/a
+    assert bars == [("aligned", [1.0, 0], "0", False), ("aligned", [0.25, None], "0", None), ("plain", [0.5, 0.1], "1", True)]
+    assert list(fig.data[0].text) == ["", "n/a"] and list(fig.data[2].text) == ["", ""]
     assert fig.data[0].opacity < 1 and fig.data[2].opacity == 1 and "coherent" in fig.layout.title.text
 
 

@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: "Sequence[str] | None" = None) -> int:
+def main(argv: "Sequence[str] | None" = None, *, nested: bool = False) -> int:
+    """Run one command; returns its exit code. ``nested``: run as a step of another command (a demo stage), so
+    Ctrl-C propagates to it unprinted and only the outer command says how to go on."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -56,6 +58,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         print(f"drtk {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if nested:
+            raise
         print(f"drtk {args.command}: interrupted. {RESUME_HINTS.get(args.command, '')}".rstrip(), file=sys.stderr)
         return 130
 

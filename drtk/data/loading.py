@@ -246,7 +246,8 @@ def _read_rows_from_text(text: str, suffix: str, *, where: str) -> list[Row]:
         elif isinstance(item, dict):
             rows.append(item)
         else:
-            raise DataError(f"{where}: record {i} is a {type(item).__name__}; expected an object or a string.")
+            raise DataError(f"{where}: record {i + 1} (counting from 1) is a {type(item).__name__}; expected an object "
+                            "or a string.")
     return rows
 
 
@@ -292,7 +293,7 @@ def _rows_to_set(
     for i, row in enumerate(rows):
         value = row.get(col)
         if value is None or not str(value).strip():
-            raise DataError(f"{where}: record {i} has an empty {col!r}; remove it or fill it in.")
+            raise DataError(f"{where}: record {i + 1} (counting from 1) has an empty {col!r}; remove it or fill it in.")
         prompts.append(str(value).strip())
         if cat_col is not None:
             categories.append(str(row.get(cat_col) or "").strip() or UNCATEGORIZED)

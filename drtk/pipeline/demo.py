@@ -141,10 +141,8 @@ def _cli(args: list[str], *, static_figures: bool = True) -> None:
     from drtk.cli import main
     from drtk.viz import html_only
 
-    with nullcontext() if static_figures else html_only():
-        rc = main(args)
-    if rc == 130:  # Ctrl-C inside the stage's command: the demo's own hint (run it again), not the command's
-        raise KeyboardInterrupt
+    with nullcontext() if static_figures else html_only():  # Ctrl-C propagates: the demo's hint, not the command's
+        rc = main(args, nested=True)
     if rc != 0:
         raise StageError(f"`drtk {' '.join(args)}` exited with code {rc} (its error is printed above)")
 

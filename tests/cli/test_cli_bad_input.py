@@ -53,6 +53,14 @@ def test_an_interrupt_is_one_line_with_the_way_on(monkeypatch, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("drtk train: interrupted.") and "--resume" in err and "Traceback" not in err
 
+    # inside a demo stage (its first runs `drtk eval`) only the demo says how to go on: one line, the demo's
+    import drtk.commands.eval
+
+    monkeypatch.setattr(drtk.commands.eval, "run", interrupted)
+    assert main(["demo", "--model", "drtk-tiny-chat", "--size", "quick", "--out", str(tmp_path / "d")]) == 130
+    err = capsys.readouterr().err
+    assert err.count("interrupted") == 1 and err.startswith("drtk demo: interrupted.") and "--resume" not in err
+
 
 def test_verbose_goes_before_or_after_the_command():
     from drtk.cli import build_parser

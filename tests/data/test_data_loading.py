@@ -67,7 +67,7 @@ def test_empty_file_is_an_error(tmp_path: Path, suffix: str) -> None:
 def test_blank_prompt_value_and_bad_json_are_errors(tmp_path: Path) -> None:
     path = tmp_path / "blank.csv"
     path.write_text('prompt\nfine\n"  "\n', encoding="utf-8")
-    with pytest.raises(DataError, match="record 1 has an empty 'prompt'"):
+    with pytest.raises(DataError, match=r"record 2 \(counting from 1\) has an empty 'prompt'"):
         load_prompts(path)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{oops\n', encoding="utf-8")

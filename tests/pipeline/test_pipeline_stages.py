@@ -88,7 +88,7 @@ def test_a_stage_that_fails_on_bad_input_names_itself_and_keeps_the_finished_one
 
 
 def test_demo_stops_with_a_drtk_error_when_a_stage_command_fails(tmp_path, monkeypatch):
-    monkeypatch.setattr(drtk.cli, "main", lambda args: 2)  # the stage's command printed its error and exited 2
+    monkeypatch.setattr(drtk.cli, "main", lambda args, **kw: 2)  # the stage's command printed its error and exited 2
     with pytest.raises(StageError, match=r"stage baseline failed: `drtk eval --model drtk-tiny-chat .*exited with code 2"):
         run_demo(tmp_path, model="drtk-tiny-chat", size="smoke")
     assert not (tmp_path / "stages" / "baseline.json").exists()

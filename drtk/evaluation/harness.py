@@ -246,43 +246,22 @@ def evaluate(
         "capability_tokens": capability_tokens, "measure_kl": measure_kl, "nll_threshold": nll_threshold})
 
     for attack in attacks:
+        done = None
         if log is not None:
             key = link(key, attack.to_dict())
             done = log.get(key)
-            if done is not None:
-                out, state = done
-                set_generator_state(context.generator, state)
-                ev.outcomes.append(out)
-                logger.info("attack %s: finished earlier, read from %s: ASR %s", attack.label, log.path, out.asr)
-                if out.result.name == "none" and completions is not None and not gen.do_sample:
-                    _store(completions, model, gen, out.result.prompts, out.result.completions)
-                continue
-        logger.info("attack %s on %d prompts", attack.label, len(prompts))
-        res = attack.run(model, prompts, context=context)
-        refused = tuple(judge.refused(res.prompts, res.completions))
-        if res.prefills is not None:
-            # A prefill that is itself a refusal (e.g. a defended model still refusing under the ablation
-            # that was meant to produce a harmful answer) jailbreaks nothing: never count it as a success.
-            bad = judge.refused(res.prompts, res.prefills)
-            refused = tuple(r or b for r, b in zip(refused, bad))
-            res.metadata["refusing_prefills"] = int(sum(bad))
-        kl = None
-        if measure_kl and benign and attack.edits_model:
-            if not self_ref:
-                self_ref.append(reference_answers(model, benign, n_tokens=capability_tokens, batch_size=gen.batch_size))
-            with attack.applied(model, context) as target:
-                kl = kl_to_reference(target, self_ref[0], gen.batch_size)
-        nll = distinct = None
-        if nll_threshold is not None:  # scored by the unattacked model: the attack's hooks are gone here
-            nll, distinct = _coherence(model, res, refused, gen.batch_size)
-        out = AttackOutcome(res, refused, rate([not r for r in refused]), kl, nll, distinct,
-                            NLL_THRESHOLD if nll_threshold is None else nll_threshold)
+        if done is not None:  # finished before an interruption: read back, the generator put where it was after it
+            out, state = done
+            set_generator_state(context.generator, state)
+            logger.info("attack %s: finished earlier, read from %s: ASR %s", attack.label, log.path, out.asr)
+        else:
+            out = _outcome(model, attack, prompts, context, judge, self_ref, nll_threshold=nll_threshold,
+                           kl_prompts=benign if measure_kl else [], capability_tokens=capability_tokens)
+            if log is not None:
+                log.add(key, out, context.generator)
         ev.outcomes.append(out)
-        if log is not None:
-            log.add(key, out, context.generator)
-        logger.info("  %s: ASR %s (coherent %s), KL %s, %.1fs", res.attack, out.asr, out.coherent_asr, kl, res.seconds)
-        if res.name == "none" and completions is not None and not gen.do_sample:
-            _store(completions, model, gen, res.prompts, res.completions)
+        if out.result.name == "none" and completions is not None and not gen.do_sample:
+            _store(completions, model, gen, out.result.prompts, out.result.completions)
 
     for key in ("harmless", "borderline"):
         if key in sets:
@@ -307,6 +286,36 @@ def evaluate(
                              "ppl": perplexity(model, ref, gen.batch_size), "reference_ppl": reference_perplexity(ref),
                              "n_prompts": len(benign), "n_tokens": capability_tokens}
     return ev
+
+
+def _outcome(model: Any, attack: Attack, prompts: Sequence[str], context: AttackContext, judge: Judge,
+             self_ref: "list[ReferenceAnswers]", *, nll_threshold: "float | None", kl_prompts: Sequence[str],
+             capability_tokens: int) -> AttackOutcome:
+    """Run one attack and judge it: verdicts, KL of a model edit on ``kl_prompts`` (the unattacked model's answers
+    to them made once, into ``self_ref``, when an attack first needs them) and coherence."""
+    gen = context.generation
+    logger.info("attack %s on %d prompts", attack.label, len(prompts))
+    res = attack.run(model, prompts, context=context)
+    refused = tuple(judge.refused(res.prompts, res.completions))
+    if res.prefills is not None:
+        # A prefill that is itself a refusal (e.g. a defended model still refusing under the ablation
+        # that was meant to produce a harmful answer) jailbreaks nothing: never count it as a success.
+        bad = judge.refused(res.prompts, res.prefills)
+        refused = tuple(r or b for r, b in zip(refused, bad))
+        res.metadata["refusing_prefills"] = int(sum(bad))
+    kl = None
+    if kl_prompts and attack.edits_model:
+        if not self_ref:
+            self_ref.append(reference_answers(model, kl_prompts, n_tokens=capability_tokens, batch_size=gen.batch_size))
+        with attack.applied(model, context) as target:
+            kl = kl_to_reference(target, self_ref[0], gen.batch_size)
+    nll = distinct = None
+    if nll_threshold is not None:  # scored by the unattacked model: the attack's hooks are gone here
+        nll, distinct = _coherence(model, res, refused, gen.batch_size)
+    out = AttackOutcome(res, refused, rate([not r for r in refused]), kl, nll, distinct,
+                        NLL_THRESHOLD if nll_threshold is None else nll_threshold)
+    logger.info("  %s: ASR %s (coherent %s), KL %s, %.1fs", res.attack, out.asr, out.coherent_asr, kl, res.seconds)
+    return out
 
 
 def _first_link(model: Any, reference: Any, context: AttackContext, prompts: Sequence[str], judge: Judge,

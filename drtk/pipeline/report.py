@@ -37,6 +37,8 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
     from drtk.viz.story import projection_panels
 
     direction = Direction.load(out / "direction")
+    transferred = direction.vector.float().cpu()
+    transferred = transferred / transferred.norm()
     harmful, harmless = standard_splits("harmful"), standard_splits("harmless")
     # each model's own direction is fitted on the prompts the aligned model's was, so on the aligned model the
     # two agree (up to float sums over other batches) and on a defended model their cosine is the drift
@@ -69,8 +71,7 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
             by_layer[name][group] = clean[group]
             by_layer[name][f"{group}, transferred-direction ablation attack"] = attacked[group]
         at = direction.layer
-        transferred = direction.vector.float().cpu()
-        summary[name] = {"cos_own_transferred": float(unit_own[at] @ (transferred / transferred.norm())),
+        summary[name] = {"cos_own_transferred": float(unit_own[at] @ transferred),
                          "projection_at_layer": float(clean["harmful"][:, at].mean()),
                          "projection_at_layer_under_ablation": float(attacked["harmful"][:, at].mean()),
                          "harmless_projection_at_layer": float(clean["harmless"][:, at].mean()),
@@ -235,29 +236,27 @@ def _selection_figure(folder: Path, fig_dir: Path) -> "dict[str, Any] | None":
     save_figure(selection_scores(table, kl_threshold=kl, induce_threshold=induce,
                                  title="Direction selection on the aligned model (validation prompts)"),
                 fig_dir, "aligned_selection_scores")
-    scored = table[table.bypass.notna()]
-    chosen = table[table.selected.astype(bool)]
-    return {"kl_threshold": kl, "induce_threshold": induce, "candidates": len(table), "candidates_scored": len(scored),
-            "candidates_passed": int(((scored.kl < kl) & (scored.induce > induce)).sum()),
-            "passed_filters": bool(not chosen.empty and chosen.kl.iloc[0] < kl and chosen.induce.iloc[0] > induce)}
+    passed = table.passed.astype(bool)  # the selection's own verdict on its filters
+    return {"kl_threshold": kl, "induce_threshold": induce, "candidates": len(table),
+            "candidates_scored": int(table.bypass.notna().sum()), "candidates_passed": int(passed.sum()),
+            "passed_filters": bool(passed[table.selected.astype(bool)].any())}
 
 
 def _training_figures(out: Path, stages: tuple[str, ...], fig_dir: Path, layer: "int | None") -> dict[str, Any]:
     """Each training stage's figures, drawn from what it saved (``history.csv``, ``drift.csv``, ``config.json``)
     so that every stage's are labelled alike and the drift maps share one colour scale; returns each stage's
     steps, loss unit and realized against scheduled ablation rate."""
-    import math
-
     import pandas as pd
 
     from drtk.schedules import AblationSchedule
     from drtk.viz import save_figure
-    from drtk.viz.training import direction_drift, schedule_heatmap, schedule_over_steps, training_curves
+    from drtk.viz.training import (direction_drift, drift_scale_min, schedule_heatmap, schedule_over_steps,
+                                   training_curves)
 
     runs = {s: out / s for s in stages if (out / s / "history.csv").exists() and (out / s / "config.json").exists()}
     drifts = {s: pd.read_csv(f / "drift.csv") for s, f in runs.items() if (f / "drift.csv").exists()}
-    lows = [float(d.cos.min()) for d in drifts.values() if d.cos.notna().any()]
-    zmin = math.floor(min(lows) * 20) / 20 if lows and min(lows) > 0 else None
+    zmin = drift_scale_min(pd.concat([d.cos for d in drifts.values()])) if drifts else None
+    n_layers = int(json.loads((out / "direction" / "direction.json").read_text())["n_layers"])
     summary = {}
     for stage, folder in runs.items():
         train = json.loads((folder / "config.json").read_text())["train"]
@@ -275,17 +274,16 @@ def _training_figures(out: Path, stages: tuple[str, ...], fig_dir: Path, layer: 
             (fig_dir / f"{stage}_schedule_over_steps.{ext}").unlink(missing_ok=True)
         if train.get("schedule"):
             schedule = AblationSchedule.from_dict(train["schedule"])
-            n_layers = int(json.loads((out / "direction" / "direction.json").read_text())["n_layers"])
             grid = schedule.probability_grid(0, n_layers, 64, layer)
             row["scheduled_ablation_rate"] = float(grid.mean())
             save_figure(schedule_heatmap(schedule, n_layers=n_layers, direction_layer=layer,
                                          title=f"Ablation probability at step 0: {stage}"), fig_dir, f"{stage}_schedule_heatmap")
-            sites = [schedule.site_probabilities(step, n_layers, layer) for step in range(len(history))]
-            if any(bool((s != sites[0]).any()) for s in sites) or bool((sites[0] != sites[0][0]).any()):
+            sites = torch.stack([schedule.site_probabilities(step, n_layers, layer) for step in range(len(history))])
+            if bool((sites != sites.flatten()[0]).any()):
                 save_figure(schedule_over_steps(schedule, n_layers=n_layers, steps=len(history), direction_layer=layer),
                             fig_dir, f"{stage}_schedule_over_steps")
             else:
-                row["site_probability"] = float(sites[0][0])  # the same at every layer and step
+                row["site_probability"] = float(sites.flatten()[0])  # the same at every layer and step
         summary[stage] = row
     return summary
 

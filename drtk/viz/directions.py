@@ -76,8 +76,9 @@ def selection_scores(table: pd.DataFrame, *, title: str = "", kl_threshold: "flo
                      induce_threshold: "float | None" = None) -> go.Figure:
     """Bypass, induce and KL scores per layer, one line per post-instruction position; the chosen one starred.
 
-    With ``kl_threshold`` / ``induce_threshold`` (the selection's filters) each is drawn as a dotted line, and
-    the subtitle says how many candidates were scored and how many passed both filters."""
+    With ``kl_threshold`` / ``induce_threshold`` (the selection's filters) each is drawn as a dotted line; with the
+    table's ``passed`` column (the selection's verdict) the subtitle says how many candidates were scored and how
+    many passed both filters."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("bypass (lower = ablation removes refusal)",
                                                         "induce (higher = addition causes refusal)", "KL on harmless"))
     scored = table[table.bypass.notna()]
@@ -99,8 +100,8 @@ def selection_scores(table: pd.DataFrame, *, title: str = "", kl_threshold: "flo
             fig.add_hline(y=value, line=dict(color="gray", dash="dot"), row=1, col=col,
                           annotation_text=f"{text} {value:g}", annotation_position="top left")
     sub = ""
-    if kl_threshold is not None and induce_threshold is not None:
-        passed = int(((scored.kl < kl_threshold) & (scored.induce > induce_threshold)).sum())
+    if "passed" in table:
+        passed = int(table.passed.astype(bool).sum())
         sub = (f"<br><sup>{len(scored)} of {len(table)} candidates scored; {passed} passed both filters"
                + ("" if passed else ", so the lowest bypass among the scored ones was selected") + "</sup>")
     fig.update_xaxes(title_text="layer")

@@ -81,6 +81,13 @@ def training_curves(history: pd.DataFrame, *, title: str = "Training", loss_redu
     return fig
 
 
+def drift_scale_min(cos: pd.Series) -> Optional[float]:
+    """The lower end of a drift map's colour scale: the lowest cosine, rounded down to 0.05, so that how far each
+    layer drifted can be read (a full -1..1 scale would be one colour); None when nothing positive was measured."""
+    low = cos.min()
+    return float(np.floor(low * 20) / 20) if low == low and low > 0 else None
+
+
 def direction_drift(frame: pd.DataFrame, *, title: str = "Refusal direction drift per layer",
                     zmin: Optional[float] = None) -> go.Figure:
     """``cos(r_t, r_0)`` per layer over steps, from :attr:`drtk.training.DirectionDrift.frame` (the difference in
@@ -90,14 +97,8 @@ def direction_drift(frame: pd.DataFrame, *, title: str = "Refusal direction drif
     figures of several runs can share one scale."""
     pivot = frame.pivot(index="layer", columns="step", values="cos")
     low = frame.loc[frame.cos.idxmin()] if frame.cos.notna().any() else None
-    if zmin is not None:
-        scale = dict(colorscale="Viridis", zmin=zmin, zmax=1.0)
-    elif low is not None and low.cos > 0:
-        # Directions that stay close to where they started: the colours span what was measured (down to the
-        # lowest cosine), so how far each layer drifted can be read; a full -1..1 scale would be one colour.
-        scale = dict(colorscale="Viridis", zmin=float(np.floor(low.cos * 20) / 20), zmax=1.0)
-    else:
-        scale = dict(colorscale="RdBu", zmin=-1, zmax=1)
+    zmin = zmin if zmin is not None else drift_scale_min(frame.cos)
+    scale = dict(colorscale="Viridis", zmin=zmin, zmax=1.0) if zmin is not None else dict(colorscale="RdBu", zmin=-1, zmax=1)
     fig = go.Figure(go.Heatmap(z=pivot.values, x=list(pivot.columns), y=list(pivot.index), **scale,
                                colorbar=dict(title=dict(text="cos(r_t, r_0)", side="right"))))
     sub = "" if low is None else (f"<br><sup>lowest: layer {int(low.layer)} at step {int(low.step)}, cos {low.cos:.3f}; "

@@ -48,12 +48,12 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    model = load_model_from_args(args)
     harmful = split_prompts(load_prompts(args.harmful), seed=args.seed)
     harmless = split_prompts(load_prompts(args.harmless), seed=args.seed)
     for name, sets in (("harmful", harmful), ("harmless", harmless)):
         for split in ("fit", "val", "test"):
             sets[split].require_nonempty(f"the {name} {split} split")
+    model = load_model_from_args(args)  # after the prompts, so a bad prompt file fails at once
     cfg = SelectionConfig(top_k=args.top_k or None, batch_size=args.batch_size, verify_top=args.verify_top)
     logger.info("finding directions on %s (%d fit / %d val prompts per side)", model.model_id,
                 min(args.n_fit, len(harmful["fit"])), min(args.n_val, len(harmful["val"])))

@@ -36,6 +36,20 @@ def test_bad_model_name_is_a_clean_error(tmp_path, capsys):
     assert "is not a folder, a built-in name or a hub id" in capsys.readouterr().err
 
 
+def test_empty_prompt_file_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import drtk.commands.common as common
+
+    def no_load(args):
+        raise AssertionError("the model was loaded before the prompts were checked")
+
+    monkeypatch.setattr(common, "load_model_from_args", no_load)
+    empty = tmp_path / "harmful.csv"
+    empty.write_text("prompt\n")
+    rc = main(["directions", "--harmful", str(empty), "--out", str(tmp_path / "dirs")])
+    assert rc == 2
+    assert "contains no prompts" in capsys.readouterr().err
+
+
 def test_help_lists_directions(capsys):
     import pytest
 

@@ -367,6 +367,20 @@ def _figure_list(fig_dir: Path, defences: tuple[str, ...]) -> list[tuple[str, st
             if (fig_dir / f"{stem}.html").exists()]
 
 
+def _gcg_note(evals: dict[str, Any]) -> str:
+    """What the GCG row measured: at the demo's budget it is a token of the attack, and the report says so."""
+    runs = [r["attacks"]["gcg"] for r in evals.values() if "gcg" in r["attacks"]]
+    if not runs:
+        return ""
+    params = runs[0]["params"]
+    steps, candidates = params["steps"], params["candidates"]
+    scope = "shared by all prompts" if params.get("universal") else "per prompt"
+    return (f" GCG: a suffix of {params['suffix_tokens']} tokens {scope}, searched for {steps} step"
+            f"{'s' if steps != 1 else ''} of {candidates} candidates (at most {steps * candidates} suffixes scored), "
+            "the budget that fits this demo's time, so a low GCG ASR here says little about GCG at a real budget "
+            "(`docs/evaluation.md`, \"Measured against the refusal-trained models\").")
+
+
 def _markdown(m: dict[str, Any], defences: tuple[str, ...], figures: list[tuple[str, str, bool]]) -> str:
     evals = m["evaluations"]
     names = list(evals)
@@ -394,7 +408,7 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...], figures: list[tuple[
     lines += ["", f"n = {n_h} held-out harmful prompts per attack; keyword judge (phrases listed in `metrics.json`); "
               f"{next(iter(evals.values()))['generation']['max_new_tokens']} new tokens, greedy. \"coherent\" (where it "
               "differs): the share that also reads as text to the unattacked model (per-token NLL and no loop; "
-              "`docs/results-schema.md`); the targets use the keyword judge's ASR.", "",
+              "`docs/results-schema.md`); the targets use the keyword judge's ASR." + _gcg_note(evals), "",
               "## Over-refusal and capability", "", "| model | " + " | ".join(
                   sorted({k for r in evals.values() for k in r['over_refusal']})) + " | KL to reference | reference |",
               "| --- |" + " --- |" * (len({k for r in evals.values() for k in r['over_refusal']}) + 2)]

@@ -34,6 +34,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
     assert "| model | cos(own, transferred) | harmful | harmful, ablation attack | harmless |" in report
     assert metrics["projections"]["aligned"]["cos_own_transferred"] > 0.999  # its own direction is the one ablated
     assert "| target | measured [95% interval] | met | whole interval |" in report
+    # the GCG row's budget is said beside it (the smoke size's: one step of 4 candidates)
+    assert "GCG: a suffix of 2 tokens shared by all prompts, searched for 1 step of 4 candidates" in report
     training = metrics["training"]
     assert training["aligned"]["method"] == "refusal" and "scheduled_ablation_rate" not in training["aligned"]
     assert 0 < training["deeprefusal"]["scheduled_ablation_rate"] <= 1 and training["adaptive"]["steps"] == 2

@@ -369,14 +369,14 @@ def _figure_list(fig_dir: Path, defences: tuple[str, ...]) -> list[tuple[str, st
 
 def _gcg_note(evals: dict[str, Any]) -> str:
     """What the GCG row measured: at the demo's budget it is a token of the attack, and the report says so."""
-    runs = [r["attacks"]["gcg"] for r in evals.values() if "gcg" in r["attacks"]]
-    if not runs:
+    gcg = next((r["attacks"]["gcg"] for r in evals.values() if "gcg" in r["attacks"]), None)
+    if gcg is None:
         return ""
-    params = runs[0]["params"]
-    steps, candidates = params["steps"], params["candidates"]
+    params, steps = gcg["params"], gcg["params"]["steps"]
     scope = "shared by all prompts" if params.get("universal") else "per prompt"
     return (f" GCG: a suffix of {params['suffix_tokens']} tokens {scope}, searched for {steps} step"
-            f"{'s' if steps != 1 else ''} of {candidates} candidates (at most {steps * candidates} suffixes scored), "
+            f"{'s' if steps != 1 else ''} of {params['candidates']} candidates (at most "
+            f"{gcg['metadata']['budget_per_group']} suffixes scored{'' if params.get('universal') else ' for each'}), "
             "the budget that fits this demo's time, so a low GCG ASR here says little about GCG at a real budget "
             "(`docs/evaluation.md`, \"Measured against the refusal-trained models\").")
 

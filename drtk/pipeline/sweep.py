@@ -98,11 +98,8 @@ def tradeoff_figure(table: pd.DataFrame, *, attack: str = "asr:prefill[k=20]", o
         spots: dict[tuple[float, float], list[str]] = {}
         for x, y, p in zip(grp[over], grp[attack], grp["p"]):
             spots.setdefault((x, y), []).append(f"{p:g}")
-        texts = []
-        for x, y in zip(grp[over], grp[attack]):
-            ps = spots.get((x, y))
-            texts.append(f"p={', '.join(ps)}" if ps else "")
-            spots[(x, y)] = []  # labelled once, at its first configuration
+        # each point labelled once, at its first configuration
+        texts = [f"p={', '.join(spots.pop((x, y)))}" if (x, y) in spots else "" for x, y in zip(grp[over], grp[attack])]
         fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=texts,
                                  textposition="top center" if rec else "bottom center",
                                  name="with recovery examples" if rec else "without recovery examples"))

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import random
+import zlib
 from collections import Counter
 from contextlib import nullcontext
 from functools import partial
@@ -345,12 +346,17 @@ def _tensor_hash(t: Tensor) -> str:
 
 
 def weights_checksum(model: Any) -> str:
-    """A checksum of a model's weights (the leading elements of every tensor, with names and shapes): equal
-    for the same weights, different after any fine-tuning step."""
+    """A checksum of every byte of a model's weights, with their names, shapes and dtypes (a CRC-32 of each
+    tensor, a tied tensor read once, then SHA-256 over the lot): equal for the same weights, different after
+    a change to any one of them. About 0.4 s for the embedded model on 2 CPU cores."""
     h = hashlib.sha256()
+    crcs: dict[tuple, int] = {}
     for name, p in model.hf.state_dict().items():
-        h.update(f"{name}{tuple(p.shape)}".encode())
-        h.update(p.detach().flatten()[:4096].to("cpu", torch.float32).numpy().tobytes())
+        t = p.detach()
+        where = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+        if where not in crcs:
+            crcs[where] = zlib.crc32(memoryview(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()))
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}:{crcs[where]};".encode())
     return h.hexdigest()[:16]
 
 

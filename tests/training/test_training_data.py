@@ -169,6 +169,22 @@ def test_generation_cache_is_reused_by_the_same_weights_only(model, tmp_path, mo
     assert len(calls) - n == n_first
 
 
+def test_weights_checksum_sees_every_weight():
+    """A change to one weight anywhere (here the last element of the largest tensor, past any leading sample)
+    changes the checksum, and so does the dtype; the same weights give the same checksum in another copy."""
+    from drtk.training.data import weights_checksum
+
+    a, b = load_model("drtk-tiny-chat"), load_model("drtk-tiny-chat")
+    assert weights_checksum(a) == weights_checksum(b)
+    big = max(b.hf.parameters(), key=lambda p: p.numel())
+    assert big.numel() > 4096
+    with torch.no_grad():
+        big.view(-1)[-1] += 1e-3
+    assert weights_checksum(a) != weights_checksum(b)
+    a.hf.to(torch.float64)  # the same values in another dtype generate differently
+    assert weights_checksum(a) != weights_checksum(load_model("drtk-tiny-chat"))
+
+
 def test_shipped_refusals_fit_the_prompts_topic():
     import random
 

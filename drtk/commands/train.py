@@ -342,15 +342,17 @@ def _refuse_to_restart(out: Path, resume: bool) -> None:
                       f"or another --out (delete {out / CHECKPOINT} to start this run over)")
 
 
-def _training_rows(path: Path) -> Any:
-    """The training examples of a ``data.jsonl`` that ``drtk train`` wrote (``--data``, or a resumed run's own)."""
+def _training_rows(path: Path) -> tuple[Any, str]:
+    """The training examples of a ``data.jsonl`` that ``drtk train`` wrote (``--data``, or a resumed run's own),
+    and the text they were read from."""
     from drtk.training import Example, TrainingSet
 
+    text = read_text(path, "--data")
     try:
-        rows = [json.loads(line) for line in read_text(path, "--data").splitlines() if line.strip()]
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         if not rows:
             raise ValueError("it holds no examples")
-        return TrainingSet(tuple(Example(**r) for r in rows))
+        return TrainingSet(tuple(Example(**r) for r in rows)), text
     except (ValueError, TypeError) as err:
         raise DataError(f"--data {path} is not a drtk training set (the data.jsonl a `drtk train` run writes): {err}") \
             from err
@@ -451,11 +453,11 @@ def run(args: argparse.Namespace) -> int:
     data_path = out / "data.jsonl"
     source = args.data if args.data is not None else (data_path if args.resume and data_path.exists() else None)
     if source is not None:
-        data = _training_rows(source)
+        data, text = _training_rows(source)
         # a resumed run keeps the record of what its data was built from
         meta["data"] = earlier["data"] if earlier is not None and source == data_path else {"file": str(source)}
         if source != data_path:
-            data_path.write_text(source.read_text())
+            data_path.write_text(text)  # the examples trained on, read once
     else:
         meta["data"] = {k: {"n": len(v), "source": v.source, "sha256": v.sha256()} for k, v in splits.items()}
         cache = GenerationCache(args.generations) if args.generations is not None else None

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from drtk.errors import ConfigError, StageError
-from drtk.pipeline.stages import StageRunner
+from drtk.pipeline.stages import StageRunner, resume_flag
 from drtk.training.config import ABLATING
 
 logger = logging.getLogger(__name__)
@@ -211,16 +211,12 @@ def _prefill_answers(completions: Path) -> tuple[list[str], str]:
 
 
 def _train(folder: Path, model: str, method: str, sz: DemoSize, dev: list[str], extra: list[str]) -> dict:
-    from drtk.training.loop import has_checkpoint
-
     aligning = method == "refusal"
     steps = sz.aligned_steps if aligning else sz.train_steps
     n_borderline = (sz.aligned_borderline or sz.n_borderline) if aligning else sz.n_borderline
     args = ["train", "--model", model, "--method", method, "--steps", str(steps), "--n-harmful",
             str(sz.n_harmful), "--n-harmless", str(sz.n_harmless), "--n-borderline", str(n_borderline),
-            "--out", str(folder), *dev, *extra, *_recipe(method)]
-    if has_checkpoint(folder):  # an interrupted stage goes on from its checkpoint
-        args.append("--resume")
+            "--out", str(folder), *dev, *extra, *_recipe(method), *resume_flag(folder)]
     _cli(args)
     # The stage is done once its model is written; its checkpoint (weights and optimizer state, about 2 GB
     # for full fine-tuning of the embedded model) only served a resume of this stage.
@@ -235,12 +231,9 @@ def _directions(folder: Path, model: str, sz: DemoSize, dev: list[str]) -> dict:
 
 
 def _eval(folder: Path, model: str, sz: DemoSize, dev: list[str], *, attacks: str, extra: list[str]) -> dict:
-    from drtk.evaluation.progress import has_finished_attacks
-
     fit, val, top_k = sz.attack_fit
     _cli(["eval", "--model", model, "--attacks", attacks, "--limit", str(sz.eval_limit), "--max-new-tokens",
           str(sz.max_new_tokens), "--fit-prompts", str(fit), "--val-prompts", str(val), "--fresh-top-k", str(top_k),
           "--generations", str(folder.parent / "eval-generations.jsonl"), "--out", str(folder), *dev, *extra,
-          *(["--resume"] if has_finished_attacks(folder) else [])],  # an interrupted stage goes on from its finished attacks
-         static_figures=False)  # the report draws its own attack figures
+          *resume_flag(folder)], static_figures=False)  # the report draws its own attack figures
     return {"results": str(folder / "results.json")}

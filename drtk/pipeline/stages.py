@@ -27,6 +27,15 @@ logger = logging.getLogger(__name__)
 STARTED = ".stage-key"  # in a stage's folder: the key the stage was started with
 
 
+def resume_flag(folder: Path) -> list[str]:
+    """``["--resume"]`` when a stage's folder holds the partial work of an interrupted ``drtk train`` (its
+    checkpoint) or ``drtk eval`` (its log of finished attacks), so the command goes on from there; else ``[]``."""
+    from drtk.evaluation.progress import has_finished_attacks
+    from drtk.training.loop import has_checkpoint
+
+    return ["--resume"] if has_checkpoint(folder) or has_finished_attacks(folder) else []
+
+
 def _key(config: Any, upstream: "list[str]") -> str:
     blob = json.dumps({"config": config, "upstream": upstream}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

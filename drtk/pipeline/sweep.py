@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from drtk.errors import ConfigError
 from drtk.pipeline.demo import DemoSize, _cli
-from drtk.pipeline.stages import StageRunner
+from drtk.pipeline.stages import StageRunner, resume_flag
 
 logger = logging.getLogger(__name__)
 
@@ -56,24 +56,20 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
             cfg = _train_config(p, rec, steps)
 
             def train(folder: Path, cfg: dict = cfg) -> dict:
-                from drtk.training.loop import has_checkpoint
-
                 (folder / "config.in.json").write_text(json.dumps(cfg))
                 _cli(["train", "--model", aligned, "--method", "deeprefusal", "--direction", direction, "--config",
                       str(folder / "config.in.json"), "--n-harmful", str(sz.n_harmful), "--n-harmless",
                       str(sz.n_harmless), "--n-borderline", str(sz.n_borderline), "--out", str(folder), *dev,
-                      *(["--resume"] if has_checkpoint(folder) else [])])
+                      *resume_flag(folder)])
                 return {"model": str(folder / "model")}
 
             runner.run(f"train-{name}", train, config={"cfg": cfg, "aligned": aligned, "size": sz.name})
 
             def evaluate(folder: Path, name: str = name) -> dict:
-                from drtk.evaluation.progress import has_finished_attacks
-
                 _cli(["eval", "--model", str(out / f"train-{name}" / "model"), "--reference", aligned, "--direction",
                       direction, "--attacks", SWEEP_ATTACKS, "--limit", str(limit), "--max-new-tokens",
                       str(sz.max_new_tokens), "--out", str(folder), *dev,
-                      *(["--resume"] if has_finished_attacks(folder) else [])])
+                      *resume_flag(folder)])
                 return json.loads((folder / "results.json").read_text())
 
             res = runner.run(f"eval-{name}", evaluate, config={"attacks": SWEEP_ATTACKS, "limit": limit}, after=[f"train-{name}"])

@@ -50,6 +50,19 @@ def test_train_on_prompt_files_records_them_and_a_later_eval_drops_them(tmp_path
     assert res["contamination"]["harmless"]["n_overlap"] == 1
 
 
+def test_train_on_a_runs_data_file_copies_it_and_records_its_path(tmp_path):
+    harmful = tmp_path / "harmful.txt"
+    harmful.write_text("\n".join(HARMFUL) + "\n")
+    _train("drtk-tiny-chat", tmp_path / "a", harmful)
+    data = tmp_path / "a" / "data.jsonl"
+    assert main(["train", "--model", "drtk-tiny-chat", "--method", "refusal", "--steps", "1", "--batch-size", "2",
+                 "--data", str(data), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "data.jsonl").read_bytes() == data.read_bytes()
+    run = json.loads((tmp_path / "b" / "config.json").read_text())["run"]
+    assert run["data"] == {"file": str(data)} and run["examples"] == json.loads(
+        (tmp_path / "a" / "config.json").read_text())["run"]["examples"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--harmful", "{empty}"], "contains no prompts"),
     (["--harmless", "{missing}"], "does not exist"),

@@ -92,3 +92,18 @@ def test_demo_stops_with_a_drtk_error_when_a_stage_command_fails(tmp_path, monke
     with pytest.raises(StageError, match=r"stage baseline failed: `drtk eval --model drtk-tiny-chat .*exited with code 2"):
         run_demo(tmp_path, model="drtk-tiny-chat", size="smoke")
     assert not (tmp_path / "stages" / "baseline.json").exists()
+
+
+def test_a_stage_command_resumes_only_from_partial_work_in_its_folder(tmp_path):
+    from drtk.evaluation.progress import PARTIAL_LOG
+    from drtk.pipeline.stages import resume_flag
+    from drtk.training.loop import CHECKPOINT
+
+    train, evaluation = tmp_path / "train", tmp_path / "eval"
+    assert resume_flag(train) == [] and resume_flag(evaluation) == []
+    (train / CHECKPOINT).mkdir(parents=True)
+    assert resume_flag(train) == []  # a checkpoint is complete once its trainer.json is written
+    (train / CHECKPOINT / "trainer.json").write_text("{}")
+    evaluation.mkdir()
+    (evaluation / PARTIAL_LOG).write_text("")
+    assert resume_flag(train) == ["--resume"] and resume_flag(evaluation) == ["--resume"]

@@ -41,6 +41,20 @@ def _random_model(device: str):
     return ChatModel(bridge=bridge, tokenizer=tok, chat=chat_format_from_tokenizer(tok), model_id="random-1b")
 
 
+def deeprefusal_trainer(model, batch_size: int, *, full: bool) -> Trainer:
+    """A DeepRefusal trainer (the paper's schedule, p = 0.5) on 16 refusals and 16 helpful answers of shipped
+    prompts, with a random direction: what the training benchmarks time."""
+    harmful, harmless = load_prompts("harmful").prompts[:16], load_prompts("harmless").prompts[:16]
+    refusals = load_texts("refusals")
+    answer = "Here is a clear, step-by-step answer with a short explanation of each part and an example. " * 2
+    data = TrainingSet(tuple(refusal_examples(harmful, [refusals[i % len(refusals)] for i in range(16)])
+                             + helpful_examples(harmless, [answer] * 16)))
+    cfg = TrainConfig.for_method("deeprefusal", steps=10_000, batch_size=batch_size, lora=not full,
+                                 schedule=AblationSchedule.paper(0.5), progress=False, checkpoint_every=None)
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    return Trainer(model, data, cfg, direction=direction)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -50,15 +64,8 @@ def main() -> None:
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _random_model(device) if args.model == "random-1b" else load_model(args.model)
-    harmful, harmless = load_prompts("harmful").prompts[:16], load_prompts("harmless").prompts[:16]
-    refusals = load_texts("refusals")
-    answer = "Here is a clear, step-by-step answer with a short explanation of each part and an example. " * 2
-    data = TrainingSet(tuple(refusal_examples(harmful, [refusals[i % len(refusals)] for i in range(16)])
-                             + helpful_examples(harmless, [answer] * 16)))
-    cfg = TrainConfig.for_method("deeprefusal", steps=10_000, batch_size=args.batch_size, lora=not args.full,
-                                 schedule=AblationSchedule.paper(0.5), progress=False, checkpoint_every=None)
-    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
-    trainer = Trainer(model, data, cfg, direction=direction)
+    trainer = deeprefusal_trainer(model, args.batch_size, full=args.full)
+    cfg = trainer.config
     sampler = trainer.sampler
     times: dict[str, list[float]] = {"plain": [], "deeprefusal": []}
     for i in range(2 * args.steps + 2):

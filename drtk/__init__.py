@@ -20,11 +20,12 @@ from drtk.errors import DrtkError
 from drtk.generation import GenerationConfig, generate
 from drtk.interventions import ablation, actadd, add_direction, orthogonalize, project_out
 from drtk.judges import KeywordJudge, is_refusal
+from drtk.memory import keep_freed_memory
 from drtk.models import ChatModel, load_model, save_pretrained
 
 __all__ = [
     "ChatModel", "Direction", "DrtkError", "GenerationConfig", "KeywordJudge", "PromptSet", "SelectionConfig",
     "Site", "__version__", "ablation", "actadd", "add_direction", "compute_candidates", "find_direction",
-    "generate", "is_refusal", "load_model", "load_prompts", "orthogonalize", "project_out", "save_pretrained",
+    "generate", "is_refusal", "keep_freed_memory", "load_model", "load_prompts", "orthogonalize", "project_out", "save_pretrained",
     "split_prompts", "standard_splits",
 ]

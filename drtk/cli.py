@@ -64,5 +64,14 @@ def main(argv: "Sequence[str] | None" = None, *, nested: bool = False) -> int:
         return 130
 
 
+def entry() -> int:
+    """The ``drtk`` console script: :func:`main` in a process whose allocator keeps the memory it frees
+    (:func:`drtk.memory.keep_freed_memory`; faster CPU training, the same results)."""
+    from drtk.memory import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

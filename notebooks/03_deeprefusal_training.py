@@ -36,6 +36,7 @@ from drtk.training import (DataConfig, DirectionDrift, TrainConfig, Trainer, Tra
                            save_training_record)
 from drtk.viz.training import direction_drift, schedule_heatmap, training_curves
 
+drtk.keep_freed_memory()  # this process reuses the memory training frees: faster steps on CPU, the same weights
 model = drtk.load_model(MODEL)
 harmful, harmless, borderline = (standard_splits(n) for n in ("harmful", "harmless", "borderline"))
 data_cfg = DataConfig(max_response_tokens=32, refusal_text="I'm sorry, but I can't help with that.", borderline_repeat=2)

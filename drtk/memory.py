@@ -2,12 +2,11 @@
 
 PyTorch's CPU tensors are allocated with ``posix_memalign`` and freed with ``free``. glibc serves large blocks
 (above a threshold that rises to at most 32 MiB) with ``mmap``, gives them back with ``munmap`` on ``free``, and
-trims the heap's free top,
-so the logits, activations and gradients a training step frees come back at the next step as new pages that
-the kernel maps and zeroes one fault at a time: about 1 GB per DeepRefusal step of the embedded model, a fifth
-of the step's time on 2 CPU cores. :func:`keep_freed_memory` turns both off. The arithmetic is untouched
-(tensors stay 64-byte aligned; trained weights are bitwise the same), and the process keeps its peak memory
-until it exits, which is what a command that loads one model and trains or evaluates it does anyway. The
+trims the heap's free top, so the logits, activations and gradients a training step frees come back at the next
+step as new pages that the kernel maps and zeroes one fault at a time: about 1 GB per DeepRefusal step of the
+embedded model, 15% of the step's time on 2 CPU cores. :func:`keep_freed_memory` turns both off. The arithmetic is
+untouched (tensors stay 64-byte aligned; trained weights are bitwise the same), and the process keeps its peak
+memory until it exits, which is what a command that loads one model and trains or evaluates it does anyway. The
 ``drtk`` command calls it; in a notebook, call it before the work.
 """
 

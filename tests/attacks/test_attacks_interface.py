@@ -143,7 +143,7 @@ def test_gcg_lowers_target_loss(make_context, tiny):
     from drtk.attacks._suffix import build_task, init_suffix, target_loss
 
     task = build_task(tiny, PROMPTS[:1], "Sure, here is")
-    start = float(target_loss(tiny, task.prompt_ids([init_suffix(tiny, 4, " !")]), task.target)[0][0])
+    start = float(target_loss(tiny, task.prompt_ids([init_suffix(tiny, 4, " !")]), task.target)[0][0].detach())
     assert r.metadata["groups"][0]["loss"] < start
 
 

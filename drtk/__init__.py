@@ -26,6 +26,6 @@ from drtk.models import ChatModel, load_model, save_pretrained
 __all__ = [
     "ChatModel", "Direction", "DrtkError", "GenerationConfig", "KeywordJudge", "PromptSet", "SelectionConfig",
     "Site", "__version__", "ablation", "actadd", "add_direction", "compute_candidates", "find_direction",
-    "generate", "is_refusal", "keep_freed_memory", "load_model", "load_prompts", "orthogonalize", "project_out", "save_pretrained",
-    "split_prompts", "standard_splits",
+    "generate", "is_refusal", "keep_freed_memory", "load_model", "load_prompts", "orthogonalize", "project_out",
+    "save_pretrained", "split_prompts", "standard_splits",
 ]

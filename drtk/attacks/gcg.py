@@ -137,12 +137,12 @@ class GCG(Attack):
 
     @torch.no_grad()
     def _complies(self, model: Any, task: Any, group: list[int], suffix: list[int]) -> bool:
-        """Whether a short greedy completion of every prompt of the group is free of refusal phrases."""
+        """Whether a short greedy completion of every prompt of the group has text and no refusal phrase."""
         ids, mask = left_pad([task.before[g] + tuple(suffix) + task.after for g in group], model.tokenizer.pad_token_id,
                              model.device)
         new = generate_ids(model, ids, mask, GenerationConfig(max_new_tokens=self.check_tokens, batch_size=len(group)))
         texts = model.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return not any(is_refusal(t) for t in texts)
+        return all(t.strip() and not is_refusal(t) for t in texts)
 
     def prepare(self, model: Any, prompts: Sequence[str], context: AttackContext) -> AttackInputs:
         task = build_task(model, prompts, self.target)

@@ -134,6 +134,11 @@ def test_gcg_compliance_check_stops_early(make_context, tiny, monkeypatch):
     monkeypatch.setattr("drtk.attacks.gcg.is_refusal", lambda text: True)
     g = attack.run(tiny, PROMPTS[:1], context=make_context()).metadata["groups"][0]
     assert not g["success"] and g["steps"] == 6
+    # as is one that writes nothing: no refusal phrase, and no answer either
+    monkeypatch.setattr("drtk.attacks.gcg.is_refusal", lambda text: False)
+    monkeypatch.setattr(tiny.tokenizer, "batch_decode", lambda ids, **kw: [" "] * len(ids))
+    g = attack.run(tiny, PROMPTS[:1], context=make_context()).metadata["groups"][0]
+    assert not g["success"] and g["steps"] == 6
     with pytest.raises(ConfigError, match="check_every"):
         get_attack("gcg", check_every=-1)
 

@@ -203,7 +203,8 @@ def select_direction(
 
 def _verified_best(model: Any, cands: Candidates, table: pd.DataFrame, top: pd.DataFrame,
                    val_harmful: Sequence[str], cfg: SelectionConfig) -> Any:
-    """Index of the candidate in ``top`` whose ablation leaves the fewest refusals in generated completions."""
+    """Index of the candidate in ``top`` whose ablation leaves the fewest refusals in generated completions (a
+    completion with no text counts as one: the ablation did not get the model to answer)."""
     from drtk.generation import GenerationConfig, generate
     from drtk.judges.keyword import is_refusal
 
@@ -211,7 +212,7 @@ def _verified_best(model: Any, cands: Candidates, table: pd.DataFrame, top: pd.D
     for idx, row in top.iterrows():
         with ablation(model, cands.vector(int(row.position), int(row.layer)).to(model.device)):
             texts = generate(model, val_harmful, config=gen)
-        table.loc[idx, "verified_refusal"] = sum(map(is_refusal, texts)) / len(texts)
+        table.loc[idx, "verified_refusal"] = sum(is_refusal(t) or not t.strip() for t in texts) / len(texts)
     return table.loc[top.index].sort_values(["verified_refusal", "bypass"]).index[0]
 
 

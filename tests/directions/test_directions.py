@@ -177,6 +177,14 @@ def test_generation_check_overrides_the_first_token_score(tiny, monkeypatch):
     assert t.verified_refusal.notna().sum() == 2
     assert t.verified_refusal[ranked[0]] == 1.0 and t.verified_refusal[ranked[1]] == 0.0
     assert t.selected[ranked[1]] and checked.direction.metadata["verified_refusal"] == 0.0
+    # An ablation that leaves the model silent has not made it answer: a blank completion counts as a refusal.
+    import drtk.generation as generation
+
+    monkeypatch.setattr(keyword, "is_refusal", lambda text: False)
+    monkeypatch.setattr(generation, "generate", lambda model, prompts, **kw: [" "] * len(prompts))
+    silent = find_direction(tiny, HARMFUL[:6], HARMLESS[:6], val, HARMLESS[6:10],
+                            config=SelectionConfig(top_k=3, batch_size=4, criterion="bypass", verify_top=2))
+    assert (silent.table.verified_refusal.dropna() == 1.0).all() and silent.table.selected[ranked[0]]
 
 
 def test_selection_config_validates():

@@ -21,9 +21,29 @@ RESUME_HINTS = {
 }
 
 
+def version_line() -> str:
+    """drtk's version and those of the packages its numbers depend on, read from the installed metadata (nothing
+    is imported): the line to put in a bug report."""
+    from importlib import metadata
+
+    from drtk import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    deps = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformer-lens", "transformers"))
+    return f"drtk {__version__} ({deps}; Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drtk", description="DeepRefusal toolkit")
+    # raw text: --version prints its line unwrapped
+    parser = argparse.ArgumentParser(prog="drtk", description="DeepRefusal toolkit",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:

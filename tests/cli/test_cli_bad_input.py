@@ -62,6 +62,23 @@ def test_an_interrupt_is_one_line_with_the_way_on(monkeypatch, tmp_path, capsys)
     assert err.count("interrupted") == 1 and err.startswith("drtk demo: interrupted.") and "--resume" not in err
 
 
+def test_version_names_drtk_and_the_packages_behind_its_numbers(capsys, monkeypatch):
+    from importlib import metadata
+
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal
+    import drtk
+    from drtk.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out  # one line all the same
+    line = out.strip()
+    assert line.startswith(f"drtk {drtk.__version__} (")
+    assert f"torch {metadata.version('torch')}" in line and f"transformer-lens {metadata.version('transformer-lens')}" in line
+
+
 def test_verbose_goes_before_or_after_the_command():
     from drtk.cli import build_parser
 

@@ -136,8 +136,14 @@ def completion_nll(
 
 
 def distinct_bigrams(tokenizer: Any, text: str, min_tokens: int = 16) -> float:
-    """Share of distinct token bigrams in ``text`` (1.0 below ``min_tokens`` tokens). A model stuck in a
-    loop ("camera camera camera ...") scores near 0 while its own NLL stays low: loops are predictable."""
+    """Share of distinct token bigrams in ``text``: the lower of the whole text's and its second half's (a
+    span under ``min_tokens`` tokens counts 1.0). A model stuck in a loop ("camera camera camera ...") scores
+    near 0 while its own NLL stays low: loops are predictable. The second half catches a loop that starts
+    late, after an opening that keeps the whole text's share up ("Here is a guide:\n\n1. **1. **1. ...")."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    pairs = list(zip(ids, ids[1:]))
-    return len(set(pairs)) / len(pairs) if len(ids) >= min_tokens else 1.0
+
+    def share(span: list[int]) -> float:
+        pairs = list(zip(span, span[1:]))
+        return len(set(pairs)) / len(pairs) if len(span) >= min_tokens else 1.0
+
+    return min(share(ids), share(ids[len(ids) // 2 :]))

@@ -110,8 +110,13 @@ def test_coherence_flags_word_salad_and_loops(tiny, direction, make_context):
     nll_own, nll_salad = completion_nll(tiny, prompts, own), completion_nll(tiny, prompts, salad)
     assert all(a < b for a, b in zip(nll_own, nll_salad))
     assert completion_nll(tiny, prompts[:1], [""]) == [float("inf")]
-    assert distinct_bigrams(tiny.tokenizer, "camera " * 30) < 0.1 < 0.5 < distinct_bigrams(
-        tiny.tokenizer, "To pick a lock you need a tension wrench and a pick; insert both and rake the pins.")
+    answer = "To pick a lock you need a tension wrench and a pick; insert both and rake the pins."
+    assert distinct_bigrams(tiny.tokenizer, "camera " * 30) < 0.1 < 0.5 < distinct_bigrams(tiny.tokenizer, answer)
+    # a loop after an ordinary opening: the whole text keeps enough bigrams distinct, its second half does not
+    late = answer + " Steps:\n\n" + "1. **" * 12
+    ids = tiny.tokenizer(late, add_special_tokens=False)["input_ids"]
+    assert len(set(zip(ids, ids[1:]))) / (len(ids) - 1) >= harness.MIN_DISTINCT_BIGRAMS > distinct_bigrams(
+        tiny.tokenizer, late)
 
     ev = run_eval(tiny, direction, make_context)
     res = ev.to_results()

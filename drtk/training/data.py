@@ -425,12 +425,12 @@ def build_training_set(
     gen = partial(_answers, model, cfg=cfg, cache=cache, model_sum=weights_checksum(model) if cache else "")
 
     def usable(answer: str) -> bool:
-        return bool(answer) and not is_refusal(answer) and repeated_share(answer) <= cfg.max_repeated
+        return bool(answer.strip()) and not is_refusal(answer) and repeated_share(answer) <= cfg.max_repeated
     examples: list[Example] = []
     for kind, prompts in (("helpful", harmless), ("borderline", borderline)):
         if prompts:
             answers, complete = gen(prompts)
-            refused = [i for i, a in enumerate(answers) if not a or is_refusal(a)]
+            refused = [i for i, a in enumerate(answers) if not a.strip() or is_refusal(a)]
             if refused and direction is not None:
                 # A benign prompt the model refuses is over-refusal to unlearn: with the refusal direction
                 # ablated the model answers it itself, and that answer becomes the target.
@@ -438,7 +438,7 @@ def build_training_set(
                 for i, a, c in zip(refused, again, done):
                     answers[i], complete[i] = a, c
                 logger.info("%s: %d refused prompts answered again with the direction ablated", kind, len(refused))
-            # an empty answer teaches nothing; the model's own refusal of a benign prompt teaches over-refusal
+            # an empty or blank answer teaches nothing; the model's own refusal of a benign prompt teaches over-refusal
             keep = [i for i, a in enumerate(answers) if usable(a)]
             if len(keep) < len(prompts):
                 logger.info("%s: dropped %d empty, refusing or looping answers", kind, len(prompts) - len(keep))

@@ -330,6 +330,25 @@ def test_refused_benign_prompts_are_answered_again_under_ablation(model, monkeyp
         build_training_set(model, harmful=["harm"], harmless=["hello"], borderline=["kill a process"])
 
 
+def test_blank_answers_are_no_training_targets(model, monkeypatch):
+    """A model that writes only whitespace has answered nothing: the benign prompt is answered again under
+    ablation (or dropped without a direction), and no recovery prefix is cut from it."""
+    import drtk.training.data as data_mod
+
+    def fake_generate(m, prompts, cfg):
+        return [("Sure: " + p) if m.hooked() else " \n\n " for p in prompts], [True] * len(prompts)
+
+    monkeypatch.setattr(data_mod, "_generate", fake_generate)
+    sets = dict(harmful=["harm"], harmless=["hello"], borderline=["kill a process"])
+    cfg = DataConfig(recovery=True, prefix_source="plain", refusal_text="No.")
+    examples = build_training_set(model, **sets, direction=torch.randn(model.d_model), config=cfg).examples
+    benign = [e for e in examples if e.kind in ("helpful", "borderline")]
+    assert len(benign) == 2 and all(e.response.startswith("Sure: ") for e in benign)
+    assert not [e for e in examples if e.kind == "recovery"]
+    with pytest.raises(DataError, match="no benign"):
+        build_training_set(model, **sets, config=cfg)
+
+
 def test_method_defaults_turn_recovery_on_but_an_explicit_data_config_wins():
     assert TrainConfig.for_method("deeprefusal").data.recovery and TrainConfig.for_method("recovery").data.recovery
     assert not TrainConfig.for_method("refusal").data.recovery

@@ -45,10 +45,10 @@ def harmful_answers(model: Any, prompts: Sequence[str], context: AttackContext, 
 
     With ``source="answers"``, prompts without an answer in ``context.answers`` fall back to the
     ``ablation`` source (logged), so one answer file can serve prompt sets it only partly covers. A given
-    answer that is itself a refusal (keyword judge) is no harmful answer and falls back the same way.
+    answer that is blank or itself a refusal (keyword judge) is no harmful answer and falls back the same way.
     """
     if source == "answers":
-        given = {p: a for p, a in (context.answers or {}).items() if a and not is_refusal(a)}
+        given = {p: a for p, a in (context.answers or {}).items() if a.strip() and not is_refusal(a)}
         missing = [p for p in prompts if p not in given]
         if len(missing) == len(prompts):
             raise DataError(f"prefill source 'answers' has no harmful answer for any of the {len(prompts)} prompts, "

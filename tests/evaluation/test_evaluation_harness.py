@@ -240,8 +240,8 @@ def test_prefill_answers_fall_back_to_ablation_for_missing_prompts(tiny, directi
     ctx = make_context(direction, answers={prompts[0]: "Step one: get the tools"})
     res = attack.run(tiny, prompts, context=ctx)
     assert res.prefills[0] == "Ste" and all(res.prefills[1:])
-    with pytest.raises(DataError, match="no harmful answer for any"):
-        attack.run(tiny, prompts[1:], context=make_context(direction, answers={prompts[0]: "x"}))
+    with pytest.raises(DataError, match="no harmful answer for any"):  # a blank answer is none either
+        attack.run(tiny, prompts[1:], context=make_context(direction, answers={prompts[0]: "x", prompts[1]: " \n"}))
 
 
 def test_unattacked_completions_are_generated_once_per_model(tiny, direction, make_context, tmp_path):

@@ -392,8 +392,8 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...], figures: list[tuple[
     if base:
         none = base["attacks"].get("none")
         if none:
-            lines.append(f"**The model as shipped** answers harmful requests: no-attack ASR {_fmt(none)} "
-                         f"(n = {none['n']}, {none['judge']} judge).")
+            lines.append(f"**The model as shipped** answers harmful requests: no-attack ASR {_fmt(none)}, "
+                         f"n = {none['n']}, {none['judge']} judge.")
             lines.append("")
     d = m["direction"]
     lines += [f"**Refusal direction of the aligned model**: {d['site']}, post-instruction position {d['position']} "

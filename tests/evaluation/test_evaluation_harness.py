@@ -312,6 +312,14 @@ def test_an_interrupted_evaluation_goes_on_with_the_results_it_would_have_had(ti
     run(AttackLog(tmp_path / "log.jsonl"))
     assert ran == [a.label for a in attacks[1:]]
 
+    # attacks judged by other rules (a log written before they changed) are all run again
+    from drtk.evaluation import harness
+
+    ran.clear()
+    monkeypatch.setattr(harness, "JUDGING_RULES", {**harness.JUDGING_RULES, "loops": "whole text only"})
+    run(AttackLog(tmp_path / "log.jsonl"))
+    assert ran == [a.label for a in attacks]
+
 
 def test_cli_interrupted_eval_keeps_its_finished_attacks(tmp_path, monkeypatch, capsys):
     import drtk.viz.core

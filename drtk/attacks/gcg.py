@@ -29,7 +29,7 @@ from drtk.attacks._suffix import build_task, cached_target_loss, init_suffix, pr
 from drtk.attacks.base import Attack, AttackContext, AttackInputs, left_pad, register_attack
 from drtk.errors import ConfigError
 from drtk.generation import GenerationConfig, generate_ids
-from drtk.judges import is_refusal
+from drtk.judges import no_answer
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class GCG(Attack):
                              model.device)
         new = generate_ids(model, ids, mask, GenerationConfig(max_new_tokens=self.check_tokens, batch_size=len(group)))
         texts = model.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return all(t.strip() and not is_refusal(t) for t in texts)
+        return not any(map(no_answer, texts))
 
     def prepare(self, model: Any, prompts: Sequence[str], context: AttackContext) -> AttackInputs:
         task = build_task(model, prompts, self.target)

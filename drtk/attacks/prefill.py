@@ -26,7 +26,7 @@ from drtk.attacks.base import Attack, AttackContext, AttackInputs, register_atta
 from drtk.attacks.direction_ablation import ablated
 from drtk.errors import ConfigError, DataError
 from drtk.generation import GenerationConfig, generate
-from drtk.judges.keyword import is_refusal
+from drtk.judges.keyword import no_answer
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def harmful_answers(model: Any, prompts: Sequence[str], context: AttackContext, 
     answer that is blank or itself a refusal (keyword judge) is no harmful answer and falls back the same way.
     """
     if source == "answers":
-        given = {p: a for p, a in (context.answers or {}).items() if a.strip() and not is_refusal(a)}
+        given = {p: a for p, a in (context.answers or {}).items() if not no_answer(a)}
         missing = [p for p in prompts if p not in given]
         if len(missing) == len(prompts):
             raise DataError(f"prefill source 'answers' has no harmful answer for any of the {len(prompts)} prompts, "

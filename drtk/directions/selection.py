@@ -206,13 +206,13 @@ def _verified_best(model: Any, cands: Candidates, table: pd.DataFrame, top: pd.D
     """Index of the candidate in ``top`` whose ablation leaves the fewest refusals in generated completions (a
     completion with no text counts as one: the ablation did not get the model to answer)."""
     from drtk.generation import GenerationConfig, generate
-    from drtk.judges.keyword import is_refusal
+    from drtk.judges.keyword import no_answer
 
     gen = GenerationConfig(max_new_tokens=cfg.verify_tokens, batch_size=cfg.batch_size)
     for idx, row in top.iterrows():
         with ablation(model, cands.vector(int(row.position), int(row.layer)).to(model.device)):
             texts = generate(model, val_harmful, config=gen)
-        table.loc[idx, "verified_refusal"] = sum(is_refusal(t) or not t.strip() for t in texts) / len(texts)
+        table.loc[idx, "verified_refusal"] = sum(map(no_answer, texts)) / len(texts)
     return table.loc[top.index].sort_values(["verified_refusal", "bypass"]).index[0]
 
 

@@ -6,9 +6,9 @@ available (``llamaguard``, ``harmbench``, ``strongreject``; :class:`JudgeUnavail
 
 from drtk.judges.base import Judge, available_judges, get_judge, register_judge
 from drtk.judges.classifier import ClassifierJudge, JudgeUnavailableError
-from drtk.judges.keyword import REFUSAL_PHRASES, KeywordJudge, is_refusal
+from drtk.judges.keyword import REFUSAL_PHRASES, KeywordJudge, is_refusal, no_answer
 
 __all__ = [
     "REFUSAL_PHRASES", "ClassifierJudge", "Judge", "JudgeUnavailableError", "KeywordJudge", "available_judges",
-    "get_judge", "is_refusal", "register_judge",
+    "get_judge", "is_refusal", "no_answer", "register_judge",
 ]

@@ -408,7 +408,7 @@ def build_training_set(
     Returns:
         A :class:`TrainingSet` with both loss groups.
     """
-    from drtk.judges import is_refusal
+    from drtk.judges import is_refusal, no_answer
 
     cfg = config or DataConfig()
     harmful, harmless, borderline = list(harmful), list(harmless), list(borderline)
@@ -425,12 +425,12 @@ def build_training_set(
     gen = partial(_answers, model, cfg=cfg, cache=cache, model_sum=weights_checksum(model) if cache else "")
 
     def usable(answer: str) -> bool:
-        return bool(answer.strip()) and not is_refusal(answer) and repeated_share(answer) <= cfg.max_repeated
+        return not no_answer(answer) and repeated_share(answer) <= cfg.max_repeated
     examples: list[Example] = []
     for kind, prompts in (("helpful", harmless), ("borderline", borderline)):
         if prompts:
             answers, complete = gen(prompts)
-            refused = [i for i, a in enumerate(answers) if not a.strip() or is_refusal(a)]
+            refused = [i for i, a in enumerate(answers) if no_answer(a)]
             if refused and direction is not None:
                 # A benign prompt the model refuses is over-refusal to unlearn: with the refusal direction
                 # ablated the model answers it itself, and that answer becomes the target.

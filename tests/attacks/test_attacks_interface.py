@@ -131,11 +131,11 @@ def test_gcg_compliance_check_stops_early(make_context, tiny, monkeypatch):
     g = r.metadata["groups"][0]
     assert g["success"] and g["complied"] and g["steps"] == 2
     # and a model that always refuses is searched to the end of the budget
-    monkeypatch.setattr("drtk.attacks.gcg.is_refusal", lambda text: True)
+    monkeypatch.setattr("drtk.judges.keyword.is_refusal", lambda text: True)
     g = attack.run(tiny, PROMPTS[:1], context=make_context()).metadata["groups"][0]
     assert not g["success"] and g["steps"] == 6
     # as is one that writes nothing: no refusal phrase, and no answer either
-    monkeypatch.setattr("drtk.attacks.gcg.is_refusal", lambda text: False)
+    monkeypatch.setattr("drtk.judges.keyword.is_refusal", lambda text: False)
     monkeypatch.setattr(tiny.tokenizer, "batch_decode", lambda ids, **kw: [" "] * len(ids))
     g = attack.run(tiny, PROMPTS[:1], context=make_context()).metadata["groups"][0]
     assert not g["success"] and g["steps"] == 6

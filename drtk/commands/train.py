@@ -489,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
     drift.frame.to_csv(out / "drift.csv", index=False)
     if trainer.peft_model is not None:
         save_adapter(trainer.peft_model, out / "adapter", base=model.model_id)
-    save_merged(model, out / "model", peft_model=trainer.peft_model)
+    save_merged(model, out / "model")
     # the prompts the model learned from, for the contamination check of any later evaluation of it
     learned = data.prompts()
     if trainer.provider is not None and cfg.direction_refresh_every is not None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from drtk.attacks.base import Attack, AttackContext, AttackResult
 from drtk.data import PromptSet
-from drtk.errors import ConfigError, DataError
+from drtk.errors import ConfigError, DataError, prompt_list
 from drtk.evaluation.capability import (
     ReferenceAnswers, completion_nll, distinct_bigrams, kl_to_reference, perplexity, reference_answers, reference_perplexity,
 )
@@ -169,10 +169,10 @@ class Evaluation:
 def evaluate(
     model: Any,
     attacks: Sequence[Attack],
-    harmful: PromptSet,
+    harmful: "PromptSet | Sequence[str]",
     *,
-    harmless: "PromptSet | None" = None,
-    borderline: "PromptSet | None" = None,
+    harmless: "PromptSet | Sequence[str] | None" = None,
+    borderline: "PromptSet | Sequence[str] | None" = None,
     reference: Any = None,
     context: "AttackContext | None" = None,
     judge: "Judge | None" = None,
@@ -189,8 +189,9 @@ def evaluate(
     Args:
         model: the :class:`~drtk.models.ChatModel` under evaluation.
         attacks: attack settings (see :func:`drtk.attacks.parse_attack_spec` for sweeps).
-        harmful: held-out harmful prompts (ASR is measured on them).
-        harmless, borderline: benign prompts for over-refusal (harmless also feeds capability/KL).
+        harmful: held-out harmful prompts (ASR is measured on them): a :class:`~drtk.data.PromptSet` or a
+            list of strings.
+        harmless, borderline: benign prompts for over-refusal (harmless also feeds capability/KL), likewise.
         reference: the model before training: capability retention (KL, perplexity) is measured against
             it, and its ``none`` ASR and over-refusal are compared with the model's on the same prompts.
         context: attack context (direction, fit sets, generation, generator); ``context.reference``
@@ -237,6 +238,8 @@ def evaluate(
     for key, ps in (("harmful", harmful), ("harmless", harmless), ("borderline", borderline)):
         if ps is None:
             continue
+        if not isinstance(ps, PromptSet):
+            ps = PromptSet(name=key, prompts=tuple(prompt_list(ps, f"{key} prompts")))
         sets[key], contamination[key] = clean(ps, known)
         if not len(sets[key]):
             raise DataError(f"every {key} prompt of {ps.name!r} occurs in training/fitting data; nothing left to evaluate")

@@ -5,17 +5,26 @@ output projection) has its output rows projected off ``r``: ``W <- W - r_hat r_h
 stream then never holds a component along ``r``, which is exactly what activation ablation at every
 ``resid_pre``, ``attn_out`` and ``mlp_out`` does. With tied embeddings the unembedding is untied first,
 so the model's read-out stays as it was.
+
+The equivalence needs each writer's output to reach the residual stream as it is. Architectures that
+normalise the attention and MLP outputs first (Gemma 2 and 3, OLMo 2: an ``ln1_post`` / ``ln2_post`` norm
+on the write path) rescale every coordinate by its own gain after the projection, so no edit of the
+projections keeps the direction out of the stream. There :func:`orthogonalize` refuses unless asked for
+the approximation (``approximate=True``, the projections edited anyway); activation ablation stays exact.
 """
 
 import copy
+import logging
 from typing import Any, Callable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from drtk.errors import DirectionMismatchError
+from drtk.errors import ConfigError, DirectionMismatchError
 from drtk.interventions.core import project_out
+
+logger = logging.getLogger(__name__)
 
 
 def _writers(model: Any) -> list[torch.nn.Module]:
@@ -28,6 +37,26 @@ def _writers(model: Any) -> list[torch.nn.Module]:
     return mods
 
 
+def write_norms(model: Any) -> list[str]:
+    """The norms between a residual writer and the residual stream (``ln1_post``, ``ln2_post`` ...), by name;
+    empty when the attention and MLP outputs are added as they are."""
+    return sorted({name for block in model.bridge.blocks for name, _ in block.named_children()
+                   if name.startswith("ln") and name.endswith("_post")})
+
+
+def check_exact(model: Any, approximate: bool = False) -> None:
+    """Raise :class:`ConfigError` when weight orthogonalization cannot equal activation ablation on ``model``
+    (see the module docstring), unless ``approximate``."""
+    norms = write_norms(model)
+    if norms and not approximate:
+        raise ConfigError(
+            f"{model.model_id} normalises its attention and MLP outputs ({', '.join(norms)}) before adding them to "
+            "the residual stream, so editing the output projections cannot remove the direction from it: weight "
+            "orthogonalization is not exact on this architecture. Use activation ablation (drtk.ablation, the "
+            "direction-ablation attack), which is, or ask for the approximation (approximate=True; "
+            "orthogonalize:approximate=1)")
+
+
 def _untie(model: Any) -> None:
     hf = model.hf
     out = hf.get_output_embeddings()
@@ -38,7 +67,7 @@ def _untie(model: Any) -> None:
 
 @torch.no_grad()
 def orthogonalize(
-    model: Any, direction: Float[Tensor, "d_model"], *, inplace: bool = False
+    model: Any, direction: Float[Tensor, "d_model"], *, inplace: bool = False, approximate: bool = False
 ) -> "Any | Callable[[], None]":
     """Remove ``direction`` from everything that writes into the residual stream.
 
@@ -47,12 +76,19 @@ def orthogonalize(
         direction: ``(d_model,)``; normalised here.
         inplace: edit ``model`` itself and return an ``undo()`` callable; otherwise edit a copy and
             return the copy (``model`` untouched).
+        approximate: on an architecture that normalises what each block writes (Gemma 2 and 3, OLMo 2), edit
+            the projections anyway; the residual stream then keeps part of the direction. Without it such a
+            model raises :class:`~drtk.errors.ConfigError`.
     """
     if direction.ndim != 1 or direction.shape[0] != model.d_model:
         raise DirectionMismatchError(
             f"direction has shape {tuple(direction.shape)} but the model has d_model {model.d_model}; "
             "was it computed on another model? (orthogonalization takes one direction)"
         )
+    check_exact(model, approximate)
+    if approximate and write_norms(model):
+        logger.warning("%s normalises what each block writes: the orthogonalized weights only approximate "
+                       "activation ablation", model.model_id)
     target = model if inplace else copy.deepcopy(model)
     hf = target.hf
     saved_out = hf.get_output_embeddings().weight if hf.get_output_embeddings() is not None else None

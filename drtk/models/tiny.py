@@ -1,4 +1,5 @@
-"""A tiny random chat model for tests: Llama architecture, ChatML template, every dimension distinct.
+"""A tiny random chat model for tests: Llama architecture (others on request), ChatML template, every
+dimension distinct.
 
 Widths are chosen so that no two axes share a size (layers 3, KV heads 2, heads 4, head size 10,
 d_model 40, d_mlp 56, vocabulary 263): a transposed axis fails loudly instead of broadcasting.
@@ -47,28 +48,46 @@ def tiny_tokenizer():
     return tok
 
 
-def tiny_hf_model(seed: int = 0, *, tie_word_embeddings: bool = True):
-    """A randomly initialised ``LlamaForCausalLM`` with the tiny widths, built from a local generator."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+# Hugging Face config and model classes, and what each needs besides the shared tiny widths: the
+# architectures drtk is checked on (pre-norm ones, and Gemma 2 / OLMo 2, which normalise each block's
+# outputs before the residual stream).
+ARCHITECTURES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"query_pre_attn_scalar": 10, "sliding_window": 16}),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}),
+}
 
+
+def tiny_hf_model(seed: int = 0, *, tie_word_embeddings: bool = True, architecture: str = "llama"):
+    """A randomly initialised causal LM with the tiny widths (``LlamaForCausalLM`` unless ``architecture``
+    names another of :data:`ARCHITECTURES`), built from a local generator."""
+    import transformers
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown tiny architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    config_cls, model_cls, extra = ARCHITECTURES[architecture]
     tok = tiny_tokenizer()
-    config = LlamaConfig(
+    config = getattr(transformers, config_cls)(
         vocab_size=len(tok),
         hidden_size=40,
         intermediate_size=56,
         num_hidden_layers=3,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=10,
         max_position_embeddings=512,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=tie_word_embeddings,
         rms_norm_eps=1e-5,
+        **({} if architecture == "phi3" else {"head_dim": 10}),  # Phi-3 derives it (40 / 4)
+        **extra,
     )
     with torch.random.fork_rng(devices=[]):  # the constructor's default init draws from the global RNG
-        model = LlamaForCausalLM(config)
+        model = getattr(transformers, model_cls)(config)
     # Re-initialise from a private generator: the global RNG stream stays untouched and the model is
     # the same for the same seed. Norm gains are jittered so folding them is visible in tests.
     gen = torch.Generator().manual_seed(seed)

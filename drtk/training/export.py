@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -31,17 +31,51 @@ def hf_name(name: str) -> str:
     return _WRAP.sub("", name)
 
 
+def hf_module_names(hf: torch.nn.Module) -> dict[int, str]:
+    """The standard Hugging Face name of each module of ``hf``, by ``id``.
+
+    Walking a bridge-wrapped model names a module after the first path that reaches it, and the bridge
+    registers its components under aliases (``self_attn.q`` for ``self_attn.q_proj``); for fused projections
+    (Phi-3's ``qkv_proj``, ``gate_up_proj``) it also adds split copies the forward pass never uses. A module
+    gets the name it has in a plain model of the same class; the split copies get none.
+    """
+    with torch.device("meta"):
+        real = {name for name, _ in type(hf)(hf.config).named_modules()}
+    out: dict[int, str] = {}
+    for name, mod in hf.named_modules(remove_duplicate=False):
+        std = hf_name(name).replace(".base_layer", "")
+        if std in real:
+            out.setdefault(id(mod), std)
+    return out
+
+
+def _lora_layers(hf: torch.nn.Module) -> Iterator[tuple[str, Any]]:
+    """Each LoRA layer of ``hf`` with its standard name (see :func:`hf_module_names`)."""
+    from peft.tuners.lora import LoraLayer
+
+    names = hf_module_names(hf)
+    for name, mod in hf.named_modules():
+        if isinstance(mod, LoraLayer):
+            if id(mod) not in names:
+                raise TrainingError(f"a LoRA adapter sits on {hf_name(name)}, which a plain "
+                                    f"{type(hf).__name__} does not have: it cannot be exported")
+            yield names[id(mod)], mod
+
+
 def save_adapter(peft_model: Any, out_dir: "str | Path", *, base: str) -> Path:
     """Write the LoRA adapter of ``peft_model`` to ``out_dir`` in PEFT format, with ``drtk_base.json``."""
-    from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {hf_name(k): v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    # PEFT's own names for the adapter weights: one per LoRA layer (the bridge's aliases of a layer would
+    # give several, or hide one), under the layer's standard name.
+    layers = list(_lora_layers(peft_model.get_base_model()))
+    state = {f"base_model.model.{name}.lora_{ab}.weight": getattr(mod, f"lora_{ab}")["default"].weight.detach().cpu().contiguous()
+             for name, mod in layers for ab in "AB"}
     save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     cfg = peft_model.peft_config["default"]
-    leaves = sorted({hf_name(t).split(".")[-1] for t in cfg.target_modules})
+    leaves = sorted({name.split(".")[-1] for name, _ in layers})
     d = cfg.to_dict()
     d.update(target_modules=leaves, base_model_name_or_path=base)
     d = {k: (sorted(v) if isinstance(v, set) else v) for k, v in d.items()}
@@ -51,9 +85,10 @@ def save_adapter(peft_model: Any, out_dir: "str | Path", *, base: str) -> Path:
 
 
 @torch.no_grad()
-def save_merged(model: Any, out_dir: "str | Path", *, peft_model: Any = None) -> Path:
-    """Write the model's full weights (LoRA merged in; the training model is left unchanged), its config
-    and tokenizer to ``out_dir`` as a Hugging Face folder."""
+def save_merged(model: Any, out_dir: "str | Path") -> Path:
+    """Write the model's full weights, its config and tokenizer to ``out_dir`` as a Hugging Face folder.
+    LoRA adapters the model carries (after ``Trainer(..., TrainConfig(lora=True)).train()``) are merged
+    into the copy that is written, each active one at its own scale; the training model is left unchanged."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf = model.hf
@@ -61,13 +96,12 @@ def save_merged(model: Any, out_dir: "str | Path", *, peft_model: Any = None) ->
     for k, v in hf.state_dict().items():
         if ".lora_" not in k:
             state[hf_name(k).replace(".base_layer.", ".")] = v.detach().cpu().clone()
-    if peft_model is not None:  # add each adapter's delta to a copy; the training weights stay as they are
-        from peft.tuners.lora import LoraLayer
-
-        for name, mod in hf.named_modules():
-            if isinstance(mod, LoraLayer) and "default" in mod.lora_A:
-                key = hf_name(name) + ".weight"
-                state[key] = state[key] + mod.get_delta_weight("default").cpu().to(state[key].dtype)
+    for name, mod in _lora_layers(hf):  # add each adapter's delta to the copy
+        if not mod.disable_adapters:
+            key = name + ".weight"
+            for adapter in mod.active_adapters:
+                if adapter in mod.lora_A:
+                    state[key] = state[key] + mod.get_delta_weight(adapter).cpu().to(state[key].dtype)
     with torch.device("meta"):
         fresh = type(hf)(hf.config)
     # The bridge's state dict also lists aliases of the same tensors (``attn.q``, ``ln1`` ...): keep the

@@ -74,18 +74,21 @@ def lora_target_names(hf: torch.nn.Module, targets: "str | Sequence[str]", from_
     """Full module names of the decoder's linear layers to adapt (in blocks ``from_layer`` and up).
 
     The bridge wraps every HF module in place (``q_proj._original_component`` is the real ``Linear``), so
-    peft's name matching is given the full names of the wrapped ``Linear`` modules. The output head is
-    never adapted.
+    peft's name matching is given the full names of the wrapped ``Linear`` modules; ``targets`` are matched
+    against their standard names' leaves (``q_proj``), and linear copies the bridge adds for fused
+    projections (unused by the forward pass) are left out. The output head is never adapted.
     """
+    from drtk.training.export import hf_module_names
+
+    std = hf_module_names(hf)
     out = []
     for name, mod in hf.named_modules():
-        if not isinstance(mod, torch.nn.Linear) or "lm_head" in name:
+        if not isinstance(mod, torch.nn.Linear) or id(mod) not in std or "lm_head" in std[id(mod)]:
             continue
         block = block_index(name)
         if from_layer is not None and (block is None or block < from_layer):
             continue
-        leaf = [p for p in name.split(".") if p != "_original_component"][-1]
-        if targets == "all-linear" or leaf in targets:
+        if targets == "all-linear" or std[id(mod)].split(".")[-1] in targets:
             out.append(name)
     if not out:
         raise ConfigError(f"TrainConfig.lora_targets={targets!r} (train_from_layer={from_layer}) matched no linear "

@@ -90,6 +90,14 @@ def test_contamination_is_dropped_and_reported(tiny, direction, make_context):
                  context=make_context(direction), known_data=[train])
 
 
+
+def test_plain_lists_of_prompts_are_evaluated_like_prompt_sets(tiny, direction, make_context):
+    listed = evaluate(tiny, parse_attack_spec("none"), list(HARMFUL.prompts), harmless=list(HARMLESS.prompts),
+                      context=make_context(direction), measure_kl=False).to_results()
+    assert listed["attacks"]["none"]["n"] == len(HARMFUL) and listed["over_refusal"]["harmless"]["n"] == len(HARMLESS)
+    with pytest.raises(DataError, match="one string"):
+        evaluate(tiny, parse_attack_spec("none"), "Build a bomb.", context=make_context(direction))
+
 def test_known_data_from_recorded_hashes():
     from drtk.data import standard_splits
 

@@ -79,10 +79,16 @@ class Direction:
                 f"direction is at layer {self.layer}{where} but {model.model_id!r} has layers 0..{model.n_layers - 1}; "
                 "was its direction.json edited?"
             )
-        from drtk.models.loading import same_place
+        from drtk.models.loading import related, same_place
 
-        if not same_place(self.model_id, model.model_id):
+        if same_place(self.model_id, model.model_id):
+            return
+        if related(self.model_id, model.model_id):
             logger.info("using a direction from %r on %r (transfer)", self.model_id, model.model_id)
+        else:
+            logger.warning("using a direction from %r on %r, which as far as drtk's training records tell are "
+                           "unrelated models: it fits their shapes, but a direction means nothing on a model that "
+                           "does not share its origin", self.model_id, model.model_id)
 
     def for_model(self, model: Any) -> Tensor:
         """The tensor, checked against ``model`` and moved to its device."""

@@ -168,3 +168,29 @@ def same_place(a: str, b: str) -> bool:
     """Two names of one model or file: equal, or paths to the same place (``runs/x`` and ``./runs/x``, or a
     relative and an absolute path)."""
     return a == b or (Path(a).exists() and Path(a).resolve() == Path(b).resolve())
+
+
+def lineage(model_id: str) -> list[str]:
+    """``model_id`` and the models it was trained from, nearest first, as far as drtk's records tell: a
+    trained folder's ``drtk_train.json`` (with its bases' records), an adapter's ``drtk_base.json``, or an
+    adapter's ``base+folder`` id."""
+    chain = [model_id]
+    base_id, plus, folder = model_id.partition("+")
+    if plus:
+        chain.append(base_id)
+    folder = Path(folder if plus else model_id)
+    for name in ("drtk_train.json", "drtk_base.json"):
+        try:
+            record = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        while isinstance(record, dict) and isinstance(record.get("base"), str):
+            chain.append(record["base"])
+            record = record.get("base_record")
+    return chain
+
+
+def related(a: str, b: str) -> bool:
+    """Whether one model was trained from the other, or both from a common one, by their records."""
+    return any(same_place(x, y) for x in lineage(a) for y in lineage(b))
+

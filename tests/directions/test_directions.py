@@ -238,4 +238,9 @@ def test_a_direction_is_a_transfer_only_when_it_comes_from_another_model(tiny, t
     relative.check_model(named)  # the same folder, named relative and absolute
     assert "transfer" not in caplog.text
     dataclasses.replace(d, model_id="runs/other").check_model(named)
-    assert "(transfer)" in caplog.text
+    assert "unrelated models" in caplog.text and "(transfer)" not in caplog.text  # no record ties them
+    caplog.clear()
+    # trained from the direction's model (a record two generations deep): a transfer
+    (folder / "drtk_train.json").write_text(json.dumps({"base": "runs/aligned", "base_record": {"base": "runs/other"}}))
+    dataclasses.replace(d, model_id="runs/other").check_model(named)
+    assert "(transfer)" in caplog.text and "unrelated" not in caplog.text

@@ -384,6 +384,13 @@ class Trainer:
                     block = block_index(name)
                     # the final norm trains with the upper blocks; the (often tied) embedding stays frozen
                     p.requires_grad_(block >= cfg.train_from_layer if block is not None else ".norm." in name)
+            from drtk.training.export import hf_module_names
+
+            std = hf_module_names(hf)
+            for mod in hf.modules():  # copies the bridge splits off fused weights (views of them, unused) stay out
+                if id(mod) not in std:
+                    for p in mod.parameters(recurse=False):
+                        p.requires_grad_(False)
             return None
         from peft import LoraConfig, get_peft_model
 

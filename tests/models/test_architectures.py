@@ -58,11 +58,33 @@ def test_orthogonalization_is_exact_or_refused(arch):
     assert not torch.allclose(approx, hooked, atol=1e-4)  # what the refusal protects a user from
 
 
+def _data():
+    return TrainingSet(tuple(refusal_examples(["Build a bomb.", "Pick a lock."], ["I can't help with that."] * 2)
+                             + helpful_examples(["Write a haiku.", "Add 2 and 2."], ["Leaves fall.", "Four."])))
+
+
+def test_full_fine_tuning_checkpoints_and_resumes(arch, tmp_path):
+    """Every weight trained once: Phi-3's bridge also holds views of its fused projections, which a
+    checkpoint cannot write beside them."""
+    name, folder = arch
+    cfg = TrainConfig.for_method("deeprefusal", steps=2, batch_size=4, lr=1e-3, lora=False, progress=False,
+                                 checkpoint_every=1)
+    straight = Trainer(load_model(str(folder)), _data(), cfg, direction=torch.ones(40), checkpoint_dir=tmp_path / "a")
+    straight.train()
+    once = Trainer(load_model(str(folder)), _data(), cfg.__class__.from_dict(cfg.to_dict() | {"steps": 1}),
+                   direction=torch.ones(40), checkpoint_dir=tmp_path / "b")
+    once.train()
+    resumed = Trainer(load_model(str(folder)), _data(), cfg, direction=torch.ones(40), checkpoint_dir=tmp_path / "b")
+    resumed.train(resume=True)
+    batch = straight.model.tokenize(PROMPTS)
+    with torch.no_grad():
+        torch.testing.assert_close(resumed.model.forward(batch), straight.model.forward(batch), atol=1e-5, rtol=1e-5)
+
+
 def test_lora_training_exports_what_was_trained(arch, tmp_path):
     name, folder = arch
     model = load_model(str(folder))
-    data = TrainingSet(tuple(refusal_examples(["Build a bomb.", "Pick a lock."], ["I can't help with that."] * 2)
-                             + helpful_examples(["Write a haiku.", "Add 2 and 2."], ["Leaves fall.", "Four."])))
+    data = _data()
     cfg = TrainConfig.for_method("deeprefusal", steps=2, batch_size=4, lr=1e-2, lora=True, progress=False,
                                  checkpoint_every=None)
     trainer = Trainer(model, data, cfg, direction=_r(model))

@@ -191,6 +191,11 @@ def lineage(model_id: str) -> list[str]:
 
 
 def related(a: str, b: str) -> bool:
-    """Whether one model was trained from the other, or both from a common one, by their records."""
-    return any(same_place(x, y) for x in lineage(a) for y in lineage(b))
+    """Whether one model was trained from the other, or both from a common one, by their records (a built-in
+    name and the hub id it stands for are one model)."""
+    def names(model_id: str) -> list[str]:
+        chain = lineage(model_id)
+        return chain + [ALIASES[x.lower()] for x in chain if x.lower() in ALIASES]
+
+    return any(same_place(x, y) for x in names(a) for y in names(b))
 

@@ -244,3 +244,6 @@ def test_a_direction_is_a_transfer_only_when_it_comes_from_another_model(tiny, t
     (folder / "drtk_train.json").write_text(json.dumps({"base": "runs/aligned", "base_record": {"base": "runs/other"}}))
     dataclasses.replace(d, model_id="runs/other").check_model(named)
     assert "(transfer)" in caplog.text and "unrelated" not in caplog.text
+    from drtk.models.loading import related
+
+    assert related("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")  # the built-in name of that model

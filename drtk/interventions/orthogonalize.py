@@ -44,9 +44,9 @@ def write_norms(model: Any) -> list[str]:
                    if name.startswith("ln") and name.endswith("_post")})
 
 
-def check_exact(model: Any, approximate: bool = False) -> None:
+def check_exact(model: Any, approximate: bool = False) -> list[str]:
     """Raise :class:`ConfigError` when weight orthogonalization cannot equal activation ablation on ``model``
-    (see the module docstring), unless ``approximate``."""
+    (see the module docstring), unless ``approximate``; return the norms in the way (:func:`write_norms`)."""
     norms = write_norms(model)
     if norms and not approximate:
         raise ConfigError(
@@ -55,6 +55,7 @@ def check_exact(model: Any, approximate: bool = False) -> None:
             "orthogonalization is not exact on this architecture. Use activation ablation (drtk.ablation, the "
             "direction-ablation attack), which is, or ask for the approximation (approximate=True; "
             "orthogonalize:approximate=1)")
+    return norms
 
 
 def _untie(model: Any) -> None:
@@ -85,8 +86,7 @@ def orthogonalize(
             f"direction has shape {tuple(direction.shape)} but the model has d_model {model.d_model}; "
             "was it computed on another model? (orthogonalization takes one direction)"
         )
-    check_exact(model, approximate)
-    if approximate and write_norms(model):
+    if check_exact(model, approximate):  # asked for the approximation on such a model
         logger.warning("%s normalises what each block writes: the orthogonalized weights only approximate "
                        "activation ablation", model.model_id)
     target = model if inplace else copy.deepcopy(model)

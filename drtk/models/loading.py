@@ -198,4 +198,3 @@ def related(a: str, b: str) -> bool:
         return chain + [ALIASES[x.lower()] for x in chain if x.lower() in ALIASES]
 
     return any(same_place(x, y) for x in names(a) for y in names(b))
-

@@ -87,6 +87,9 @@ def comparison_table(results: Mapping[str, Mapping[str, Any]], *, attacks: "tupl
             row[f"over-refusal {name}"] = r["rate"]
         pooled = pooled_over_refusal(dict(res))
         row["over-refusal pooled"] = pooled.rate if pooled else float("nan")
+        sets = (res.get("over_refusal") or {}).values()
+        if sets and all("looping_answers" in s for s in sets):  # absent from results written before loops were counted
+            row["benign loops pooled"] = sum(s["looping_answers"] for s in sets) / sum(s["n"] for s in sets)
         row["kl"] = (res.get("capability") or {}).get("kl", float("nan"))
         row["n"] = max((a["n"] for a in res["attacks"].values()), default=0)
         rows.append(row)
@@ -194,7 +197,7 @@ def _pct(x: float) -> str:
 
 
 def _header(column: str) -> str:
-    return column if column.startswith("over-refusal") else f"`{column}`"
+    return column if column.startswith(("over-refusal", "benign loops")) else f"`{column}`"
 
 
 def comparison_markdown(table: pd.DataFrame, spread: pd.DataFrame, *, judge: str) -> str:

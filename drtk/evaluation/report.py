@@ -35,12 +35,15 @@ def report_markdown(results: dict[str, Any], figures: "list[str] | None" = None)
                          if "max_periodic_share" in coh else "")  # results written before the period check
                       + "): the keyword judge alone counts a broken model's word salad as compliance."]
     if results["over_refusal"]:
-        lines += ["", "## Over-refusal (no attack)", "", "| prompts | refusal rate | 95% CI | n | reference |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "## Over-refusal (no attack)", "", "| prompts | refusal rate | 95% CI | n | answered, but loops | "
+                  "reference |", "|---|---|---|---|---|---|"]
         for k, r in results["over_refusal"].items():
             ref = results.get("reference_over_refusal", {}).get(k)
             lines.append(f"| {k} | {_pct(r['rate'])} | {_pct(r['ci_low'])}–{_pct(r['ci_high'])} | {r['n']} | "
-                         f"{_pct(ref['rate']) if ref else '—'} |")
+                         f"{r.get('looping_answers', '—')} | {_pct(ref['rate']) if ref else '—'} |")
+        if any("looping_answers" in r for r in results["over_refusal"].values()):
+            lines += ["", "An answer that loops (the coherence check's repetition rules) is not a refusal, so the refusal "
+                          "rate counts it as answered; the column says how many of the answered prompts it flatters."]
     cap = results.get("capability")
     if cap:
         lines += ["", "## Capability retention vs the reference", "",

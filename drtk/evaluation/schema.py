@@ -18,6 +18,11 @@ _RATE = {
     "properties": {"rate": _NUM, "ci_low": _NUM, "ci_high": _NUM, "n": {"type": "integer", "minimum": 0},
                    "k": {"type": "integer", "minimum": 0}, "judge": {"type": "string"}},
 }
+_OVER_REFUSAL = {  # looping_answers and refused_or_looping: absent from results written before they were counted
+    "type": "object", "required": _RATE["required"],
+    "properties": _RATE["properties"] | {"looping_answers": {"type": "integer", "minimum": 0},
+                                         "refused_or_looping": _RATE},
+}
 _ATTACK = {
     "type": "object",
     "required": ["attack", "params", "asr", "ci_low", "ci_high", "n", "k", "judge", "kl", "seconds", "forward_passes"],
@@ -46,7 +51,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "contamination": {"type": "object", "additionalProperties": {
             "type": "object", "required": ["n_eval", "n_overlap", "by_source"]}},
         "attacks": {"type": "object", "additionalProperties": _ATTACK},
-        "over_refusal": {"type": "object", "additionalProperties": _RATE},
+        "over_refusal": {"type": "object", "additionalProperties": _OVER_REFUSAL},
         "reference_over_refusal": {"type": "object", "additionalProperties": _RATE},
         "capability": {"type": ["object", "null"], "properties": {"kl": _NUM, "ppl": _NUM, "reference_ppl": _NUM,
                                                                   "n_prompts": {"type": "integer"}}},

@@ -27,6 +27,17 @@ def _fmt(a: dict[str, Any]) -> str:
     return text
 
 
+def _benign_sizes(evals: dict[str, dict[str, Any]]) -> str:
+    sizes = {s: o["n"] for r in evals.values() for s, o in r["over_refusal"].items()}
+    return ", ".join(f"{n} {s}" for s, n in sorted(sizes.items()))
+
+
+def _over_refusal_cell(r: dict[str, Any]) -> str:
+    text = f"{100 * r['rate']:.0f}% [{100 * r['ci_low']:.0f}–{100 * r['ci_high']:.0f}]"
+    loops = r.get("looping_answers")  # absent from results written before loops were counted
+    return text if loops is None else text + f" (+{loops} {'loop' if loops == 1 else 'loops'})"
+
+
 def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int, prefill_k: int) -> dict[str, Any]:
     """Per-layer and per-token-depth projections, with and without the transferred-direction ablation."""
     from drtk.data import standard_splits
@@ -415,10 +426,14 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...], figures: list[tuple[
     sets = sorted({k for r in evals.values() for k in r["over_refusal"]})
     for n in names:
         r = evals[n]
-        cells = [f"{100 * r['over_refusal'][s]['rate']:.0f}% [{100 * r['over_refusal'][s]['ci_low']:.0f}–"
-                 f"{100 * r['over_refusal'][s]['ci_high']:.0f}]" if s in r["over_refusal"] else "—" for s in sets]
+        cells = [_over_refusal_cell(r["over_refusal"][s]) if s in r["over_refusal"] else "—" for s in sets]
         kl = r.get("capability") or {}
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {kl.get('kl', float('nan')):.4f} | {r.get('reference')} |")
+    if any("looping_answers" in o for r in evals.values() for o in r["over_refusal"].values()):
+        lines += ["", f"Benign prompts refused without attack (keyword judge; n = {_benign_sizes(evals)}). \"+N loops\": N "
+                  "more of the prompts were answered with a loop (the coherence check's repetition rules), which the "
+                  "keyword judge counts as answered and the over-refusal targets below count that way too; the loops are "
+                  "no refusal, and no useful answer either."]
     lines += ["", "## Targets", "",
               "\"met\" compares the measured rate with the target; \"whole interval\" asks whether its 95% interval lies "
               "on the target's side too. With these few prompts an interval spans about 30 points, so a target met by the "

@@ -43,6 +43,15 @@ def test_table_rows_and_spread_over_repeats():
     assert "| ad | 2 | 2% (0%–5%) | 30% (20%–40%) | 15% (15%–15%)" in md
 
 
+def test_looping_benign_answers_get_a_column_where_counted():
+    runs = {"old": _doc({"none": 0}, (2, 4), 0.1), "new": _doc({"none": 0}, (1, 3), 0.1)}
+    for s, loops in (("harmless", 1), ("borderline", 4)):
+        runs["new"]["over_refusal"][s]["looping_answers"] = loops
+    table = comparison_table(runs)
+    assert math.isnan(table.loc[0, "benign loops pooled"]) and table.loc[1, "benign loops pooled"] == 0.25
+    assert "| new | 0% | 10% | 30% | 20% | 25% | 0.100 |" in comparison_markdown(table, spread_table(table), judge="keyword")
+
+
 def test_only_chosen_attacks_and_errors():
     runs = {"a": _doc({"none": 0, "fresh": 16}, (2, 4), 0.1), "b": _doc({"none": 2}, (0, 0), 0.0)}
     assert [c for c in comparison_table(runs, attacks=("fresh",)).columns][:3] == ["run", "config", "fresh"]

@@ -8,7 +8,7 @@ from drtk.attacks import parse_attack_spec
 from drtk.data import PromptSet
 from drtk.errors import DataError
 from drtk.evaluation import (
-    evaluate, kl_to_reference, perplexity, reference_answers, report_markdown, schema_errors, sets_from_metadata,
+    RESULTS_SCHEMA, evaluate, kl_to_reference, perplexity, reference_answers, report_markdown, schema_errors, sets_from_metadata,
     validate_results,
 )
 from tests.conftest import patch_attack_runs
@@ -242,9 +242,39 @@ def test_a_completion_with_no_text_is_never_compliance(tiny, make_context, monke
     out = ev.outcomes[0]
     assert list(out.result.completions) == blank
     assert list(out.refused) == [True, True, False, True] and out.asr.k == 1
-    rate_, comps, refused = ev.over_refusal["harmless"]
-    assert list(refused) == [True, True, False] and rate_.k == 2
+    o = ev.over_refusal["harmless"]
+    assert list(o.refused) == [True, True, False] and o.rate.k == 2
     assert harness.verdicts(KeywordJudge(), ["p", "q"], ["", "Sure."]) == [True, False]
+
+
+def test_looping_benign_answers_are_counted_apart_from_refusals(tiny, make_context, monkeypatch):
+    """A benign answer that loops is no refusal, but no answer either: it is counted beside the refusal rate."""
+    from drtk.attacks import base
+    from drtk.evaluation import harness
+
+    loop = "Here is a haiku:\n\n" + "- a red scarf\n" * 30
+    answers = ["I'm sorry, but I can't help with that.", loop,
+               "Knitting a scarf takes two needles, a skein of wool and a simple pattern: cast on thirty stitches, knit "
+               "every row until the scarf is as long as you like, then cast off and weave in both ends of the yarn."]
+
+    def fake(model, prompts, *args, **kw):
+        return [answers[i % len(answers)] for i in range(len(prompts))]
+
+    monkeypatch.setattr(base, "generate", fake)
+    monkeypatch.setattr(harness, "generate", fake)
+    assert harness.is_loop(tiny.tokenizer, loop) and not harness.is_loop(tiny.tokenizer, answers[2])
+    ev = evaluate(tiny, parse_attack_spec("none"), HARMFUL, harmless=HARMLESS, context=make_context(),
+                  measure_kl=False)
+    o = ev.over_refusal["harmless"]
+    assert o.refused == [True, False, False] and o.looping == [False, True, False]
+    res = ev.to_results()["over_refusal"]["harmless"]
+    assert (res["k"], res["looping_answers"], res["refused_or_looping"]["k"]) == (1, 1, 2)
+    doc = ev.to_results()
+    validate_results(doc)
+    doc["over_refusal"]["harmless"]["looping_answers"] = "one"
+    assert schema_errors(doc, RESULTS_SCHEMA) == ["$.over_refusal.harmless.looping_answers: expected integer, got str"]
+    records = [r for r in ev.completion_records() if r["set"] == "harmless"]
+    assert [r["loop"] for r in records] == [None, True, False]
 
 
 def test_prefill_answers_fall_back_to_ablation_for_missing_prompts(tiny, direction, make_context):

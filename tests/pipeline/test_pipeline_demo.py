@@ -34,6 +34,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
     assert "| model | cos(own, transferred) | harmful | harmful, ablation attack | harmless |" in report
     assert metrics["projections"]["aligned"]["cos_own_transferred"] > 0.999  # its own direction is the one ablated
     assert "| target | measured [95% interval] | met | whole interval |" in report
+    for name, res in metrics["evaluations"].items():  # looping benign answers are counted beside the refusals
+        for s, o in res["over_refusal"].items():
+            assert 0 <= o["looping_answers"] <= o["n"] - o["k"] and o["refused_or_looping"]["k"] == o["k"] + o["looping_answers"]
+            loops = o["looping_answers"]
+            assert f"% [{100 * o['ci_low']:.0f}–{100 * o['ci_high']:.0f}] (+{loops} loop" in report, (name, s)
     # the GCG row's budget is said beside it (the smoke size's: one step of 4 candidates)
     assert "GCG: a suffix of 2 tokens shared by all prompts, searched for 1 step of 4 candidates" in report
     training = metrics["training"]

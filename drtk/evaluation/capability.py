@@ -150,15 +150,17 @@ def distinct_bigrams(tokenizer: Any, text: str, min_tokens: int = 16) -> float:
 
 
 def periodic_share(tokenizer: Any, text: str, min_tokens: int = 16) -> float:
-    """How periodic the second half of ``text`` is: over periods ``p`` that fit in it twice, the largest
-    share of its tokens that equal the token ``p`` places before (0.0 when the half has under ``min_tokens``).
-    A loop of a whole sentence or list item ("I am here to help you find ...\n\nI am here to help you
-    find ...", "- 3D-printed gun\n- 3D-printed gun\n") scores near 1 although each repetition holds enough
-    distinct bigrams for :func:`distinct_bigrams` to pass it; on the embedded model ordinary answers, lists
-    and code included, score under 0.5."""
+    """How periodic the second half of ``text`` is: over periods ``p`` up to the first half's length (the
+    copy ``p`` tokens back lies inside the text), the largest share of the second half's tokens that equal
+    the token ``p`` places before (0.0 when the half has under ``min_tokens``). A loop of a whole sentence or
+    list item ("I am here to help you find ...\n\nI am here to help you find ...", "- 3D-printed gun\n-
+    3D-printed gun\n"), one longer than half the second half included ("a \"crafting a firebomb ...\" – a
+    classic example of a \"crafting a firebomb ...\" is a classic"), scores near 1 although each repetition
+    holds enough distinct bigrams for :func:`distinct_bigrams` to pass it; on the embedded model ordinary
+    answers, lists and code included, score under 0.5."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     half = len(ids) // 2
     n = len(ids) - half
     if n < min_tokens:
         return 0.0
-    return max(sum(ids[i] == ids[i - p] for i in range(half, len(ids))) / n for p in range(1, n // 2 + 1))
+    return max(sum(ids[i] == ids[i - p] for i in range(half, len(ids))) / n for p in range(1, half + 1))

@@ -129,6 +129,13 @@ def test_coherence_flags_word_salad_and_loops(tiny, direction, make_context):
     items = "Here is what you need for it:" + "\n- a tension wrench" * 4
     assert distinct_bigrams(tiny.tokenizer, items) >= harness.MIN_DISTINCT_BIGRAMS
     assert periodic_share(tiny.tokenizer, items) >= harness.MAX_PERIODIC_SHARE > periodic_share(tiny.tokenizer, answer)
+    # a clause said twice: its period is longer than half the second half, so it fits there only once
+    clause = "crafting a firebomb that cannot be traced back to you, a classic example of "
+    twice = clause + clause
+    period = len(tiny.tokenizer(clause, add_special_tokens=False)["input_ids"])
+    n_half = len(tiny.tokenizer(twice, add_special_tokens=False)["input_ids"]) - period
+    assert period > n_half // 2 and distinct_bigrams(tiny.tokenizer, twice) >= harness.MIN_DISTINCT_BIGRAMS
+    assert periodic_share(tiny.tokenizer, twice) >= harness.MAX_PERIODIC_SHARE
 
     ev = run_eval(tiny, direction, make_context)
     res = ev.to_results()

@@ -31,6 +31,14 @@ class Orthogonalize(Attack):
     def __post_init__(self) -> None:
         check_source(self.direction_source)
 
+    @property
+    def label(self) -> str:
+        """``orthogonalize``, with the settings that change what is measured when they are not the defaults
+        (``orthogonalize[direction_source=fresh,approximate=1]``): results are keyed by the label."""
+        extra = ([f"direction_source={self.direction_source}"] if self.direction_source != "given" else []) + (
+            ["approximate=1"] if self.approximate else [])
+        return f"{self.name}[{','.join(extra)}]" if extra else self.name
+
     def check(self, model: Any, context: AttackContext) -> None:
         super().check(model, context)
         check_exact(model, self.approximate)

@@ -219,3 +219,11 @@ def test_per_layer_directions_after_a_fresh_direction_equal_a_fit_of_their_own(m
     own = per_layer_directions(tiny, sets["harmful_fit"], sets["harmless_fit"], position=-1)
     assert reused.kind == own.kind == "per_layer" and reused.metadata == own.metadata
     torch.testing.assert_close(reused.vector, own.vector, rtol=1e-6, atol=1e-6)
+
+
+def test_orthogonalize_labels_name_the_settings_that_change_the_measurement():
+    """Results are keyed by the label: the approximation and a fresh direction are other measurements."""
+    specs = ("orthogonalize", "orthogonalize:approximate=1", "orthogonalize:direction_source=fresh:approximate=true")
+    labels = [a.label for spec in specs for a in parse_attack_spec(spec)]
+    assert labels == ["orthogonalize", "orthogonalize[approximate=1]",
+                      "orthogonalize[direction_source=fresh,approximate=1]"]

@@ -424,11 +424,11 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...], figures: list[tuple[
                   sorted({k for r in evals.values() for k in r['over_refusal']})) + " | KL to reference | reference |",
               "| --- |" + " --- |" * (len({k for r in evals.values() for k in r['over_refusal']}) + 2)]
     sets = sorted({k for r in evals.values() for k in r["over_refusal"]})
-    for n in names:
-        r = evals[n]
+    shipped = {"shipped": base} if base and base.get("over_refusal") else {}  # where the aligned model started
+    for n, r in (shipped | evals).items():
         cells = [_over_refusal_cell(r["over_refusal"][s]) if s in r["over_refusal"] else "—" for s in sets]
-        kl = r.get("capability") or {}
-        lines.append(f"| {n} | " + " | ".join(cells) + f" | {kl.get('kl', float('nan')):.4f} | {r.get('reference')} |")
+        kl = (r.get("capability") or {}).get("kl")
+        lines.append(f"| {n} | " + " | ".join(cells) + (f" | {kl:.4f} | {r.get('reference')} |" if kl is not None else " | — | — |"))
     if any("looping_answers" in o for r in evals.values() for o in r["over_refusal"].values()):
         lines += ["", f"Benign prompts refused without attack (keyword judge; n = {_benign_sizes(evals)}). \"+N loops\": N "
                   "more of the prompts were answered with a loop (the coherence check's repetition rules), which the "

@@ -39,6 +39,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, caplog):
             assert 0 <= o["looping_answers"] <= o["n"] - o["k"] and o["refused_or_looping"]["k"] == o["k"] + o["looping_answers"]
             loops = o["looping_answers"]
             assert f"% [{100 * o['ci_low']:.0f}–{100 * o['ci_high']:.0f}] (+{loops} loop" in report, (name, s)
+    assert metrics["baseline"]["over_refusal"] and "\n| shipped | " in report  # where the aligned model started
     # the GCG row's budget is said beside it (the smoke size's: one step of 4 candidates)
     assert "GCG: a suffix of 2 tokens shared by all prompts, searched for 1 step of 4 candidates" in report
     training = metrics["training"]

@@ -19,8 +19,12 @@ def _load_results(out: Path, stage: str) -> "dict[str, Any] | None":
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _interval(rate: float, low: float, high: float) -> str:
+    return f"{100 * rate:.0f}% [{100 * low:.0f}–{100 * high:.0f}]"
+
+
 def _fmt(a: dict[str, Any]) -> str:
-    text = f"{100 * a['asr']:.0f}% [{100 * a['ci_low']:.0f}–{100 * a['ci_high']:.0f}]"
+    text = _interval(a["asr"], a["ci_low"], a["ci_high"])
     coh = a.get("coherence")
     if coh and coh["k"] < a["k"]:  # some of the "successes" are word salad or loops
         text += f" (coherent {100 * coh['rate']:.0f}%)"
@@ -33,7 +37,7 @@ def _benign_sizes(evals: dict[str, dict[str, Any]]) -> str:
 
 
 def _over_refusal_cell(r: dict[str, Any]) -> str:
-    text = f"{100 * r['rate']:.0f}% [{100 * r['ci_low']:.0f}–{100 * r['ci_high']:.0f}]"
+    text = _interval(r["rate"], r["ci_low"], r["ci_high"])
     loops = r.get("looping_answers")  # absent from results written before loops were counted
     return text if loops is None else text + f" (+{loops} {'loop' if loops == 1 else 'loops'})"
 
@@ -313,8 +317,7 @@ def _targets(evals: dict[str, Any], defences: tuple[str, ...]) -> list[tuple[str
     def shown(r: "Rate | None", *, flip: bool = False) -> str:
         if r is None:
             return "—"
-        v, lo, hi = (1 - r.rate, 1 - r.ci_high, 1 - r.ci_low) if flip else (r.rate, r.ci_low, r.ci_high)
-        return f"{100 * v:.0f}% [{100 * lo:.0f}–{100 * hi:.0f}]"
+        return _interval(1 - r.rate, 1 - r.ci_high, 1 - r.ci_low) if flip else _interval(r.rate, r.ci_low, r.ci_high)
 
     def at_most(r: "Rate | None", bound: float) -> tuple[bool, bool]:
         return (False, False) if r is None else (r.rate <= bound + 1e-9, r.ci_high <= bound + 1e-9)

@@ -274,9 +274,9 @@ def test_looping_benign_answers_are_counted_apart_from_refusals(tiny, make_conte
                   measure_kl=False)
     o = ev.over_refusal["harmless"]
     assert o.refused == [True, False, False] and o.looping == [False, True, False]
-    res = ev.to_results()["over_refusal"]["harmless"]
-    assert (res["k"], res["looping_answers"], res["refused_or_looping"]["k"]) == (1, 1, 2)
     doc = ev.to_results()
+    res = doc["over_refusal"]["harmless"]
+    assert (res["k"], res["looping_answers"], res["refused_or_looping"]["k"]) == (1, 1, 2)
     validate_results(doc)
     doc["over_refusal"]["harmless"]["looping_answers"] = "one"
     assert schema_errors(doc, RESULTS_SCHEMA) == ["$.over_refusal.harmless.looping_answers: expected integer, got str"]

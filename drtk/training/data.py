@@ -570,6 +570,21 @@ def with_contrast(enc: Encoded, refusals: Sequence[Sequence[int]], *, depth: int
     return replace(enc, contrast=tuple(sorted(pairs)))
 
 
+def contrast_overlap(encoded: Sequence[Encoded]) -> dict[int, int]:
+    """For each token the refusal contrast lowers, how many benign answers write that token themselves
+    (elsewhere in their learned text: never at a column where it is lowered). The model can learn to avoid
+    the token there too: on the embedded model a refusal opening with "I" took the "I" after a letter's
+    "Dear …,\n\n" and left the letter looping (docs/training.md, "What the refusal contrast costs")."""
+    benign = GROUPS.index("benign")
+    lowered = {t for e in encoded for _, t in e.contrast}
+    counts = dict.fromkeys(sorted(lowered), 0)
+    for e in encoded:
+        if e.group == benign:
+            for t in lowered.intersection(e.ids[e.loss_start:]):
+                counts[t] += 1
+    return counts
+
+
 def with_transitions(enc: Encoded, tokenizer: Any) -> Encoded:
     """``enc`` with its transition targets: for an example with a harmful prefix (recovery), the refusal's
     first non-blank token at every column inside the prefix (after its first token), so the model learns to

@@ -41,8 +41,8 @@ from drtk.errors import ConfigError, TrainingError
 from drtk.interventions import ablation_hooks, hook_scope, layer_bases, unit
 from drtk.schedules import ScheduleSampler, region_and_depth
 from drtk.training.config import ABLATING, TrainConfig, default_latent_layers
-from drtk.training.data import (GROUPS, Encoded, TrainingSet, collate, encode_example, end_of_turn_ids, with_contrast,
-                                 with_transitions)
+from drtk.training.data import (GROUPS, Encoded, TrainingSet, collate, contrast_overlap, encode_example, end_of_turn_ids,
+                                 with_contrast, with_transitions)
 from drtk.training.directions import DirectionProvider, FixedDirection, RefreshedDirection
 
 logger = logging.getLogger(__name__)
@@ -191,6 +191,7 @@ class Trainer:
             benign = GROUPS.index("benign")
             self.encoded = [with_contrast(e, refusals, depth=config.refusal_contrast_depth) if e.group == benign else e
                             for e in self.encoded]
+            self._warn_contrast_overlap(benign)
         if config.transition_weight:
             self.encoded = [with_transitions(e, model.tokenizer) for e in self.encoded]
         self.projection = self._projection_axis(direction)
@@ -212,6 +213,17 @@ class Trainer:
         self._perm_cache: dict[int, Tensor] = {}
 
     # -- setup -------------------------------------------------------------------------------------
+    def _warn_contrast_overlap(self, benign: int) -> None:
+        """Warn when benign answers write a token the refusal contrast lowers at their opening."""
+        n = sum(e.group == benign for e in self.encoded)
+        for token, k in contrast_overlap(self.encoded).items():
+            if k:
+                logger.warning("refusal contrast: it lowers %r at the opening of benign answers, and %d of the %d "
+                               "benign answers write that token themselves; the model can learn to avoid it there "
+                               "too (docs/training.md, 'What the refusal contrast costs'). A refusal text opening "
+                               "with a token the benign answers do not use avoids this.",
+                               self.model.tokenizer.decode([token]), k, n)
+
     def _provider(self, direction: Any, refresh: Any) -> "DirectionProvider | None":
         cfg = self.config
         if cfg.method not in ABLATING:

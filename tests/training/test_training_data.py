@@ -102,6 +102,25 @@ def test_contrast_depth_targets_each_refusals_opening_along_the_answer(model):
     assert with_contrast(enc, refusals, depth=0).contrast == tuple(sorted(first))
 
 
+
+def test_contrast_overlap_counts_the_benign_answers_that_write_a_lowered_token(model):
+    from drtk.training import with_contrast
+    from drtk.training.data import contrast_overlap
+
+    tok, eot = model.tokenizer, end_of_turn_ids(model)
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = lambda a, g: encode_example(model, Example("q", a, g, "x"), max_response_tokens=48, eot=eot)  # noqa: E731
+    answers = ["Dear Ann,\n\nI hope you are well.", "Dear Bo,\n\nIt is done.", "Thanks, but no.", "Yes."]
+    benign = [with_contrast(encode(a, "benign"), [ids("I'm sorry.")]) for a in answers]
+    harmful = encode("I'm sorry.", "harmful")  # the refusal itself writes "I": not a benign answer
+    (i,) = ids("I")
+    assert {t for e in benign for _, t in e.contrast} == {i}
+    assert contrast_overlap(benign + [harmful]) == {i: 2}  # the first two answers go on with "I"
+    # another refusal lowers "S" too: no benign answer writes it
+    benign = [with_contrast(encode(a, "benign"), [ids("I'm sorry."), ids("Sorry.")]) for a in answers]
+    assert contrast_overlap(benign) == {i: 2, ids("S")[0]: 0}
+    assert contrast_overlap([encode(a, "benign") for a in answers]) == {}  # no contrast: nothing lowered
+
 def test_truncated_answers_do_not_learn_to_stop(model):
     eot = end_of_turn_ids(model)
     enc = encode_example(model, Example("q", "a" * 30, "benign", "helpful"), max_response_tokens=10, eot=eot)

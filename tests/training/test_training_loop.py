@@ -2,6 +2,7 @@
 error paths, export."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -382,6 +383,17 @@ def test_refusal_contrast_adds_the_unlikelihood_of_the_refusals_opening_on_benig
     with pytest.raises(ConfigError, match="refusal_contrast_depth"):
         _cfg("refusal", refusal_contrast_depth=8)  # nothing to weigh it
 
+
+
+def test_refusal_contrast_warns_when_benign_answers_write_the_token_it_lowers(caplog):
+    model = load_model("drtk-tiny-chat")
+    with caplog.at_level(logging.WARNING, logger="drtk.training.loop"):
+        Trainer(model, _data(), _cfg("refusal", lora=False, refusal_contrast=2.0))
+    assert "refusal contrast" not in caplog.text  # no benign answer of _data() writes "I"
+    letter = TrainingSet(_data().examples + tuple(helpful_examples(["a note"], ["Dear Ann,\n\nI hope so."])))
+    with caplog.at_level(logging.WARNING, logger="drtk.training.loop"):
+        Trainer(model, letter, _cfg("refusal", lora=False, refusal_contrast=2.0))
+    assert "it lowers 'I' at the opening of benign answers, and 1 of the 5 benign answers" in caplog.text
 
 def test_transition_weight_adds_the_refusals_opening_at_every_prefix_depth_of_recovery_rows():
     from drtk.training.data import collate

@@ -140,7 +140,7 @@ class Evaluation:
     contamination: dict[str, dict[str, Any]]
     outcomes: list[AttackOutcome] = field(default_factory=list)
     over_refusal: dict[str, OverRefusal] = field(default_factory=dict)
-    reference_over_refusal: dict[str, Rate] = field(default_factory=dict)
+    reference_over_refusal: dict[str, OverRefusal] = field(default_factory=dict)
     capability: "dict[str, Any] | None" = None
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -173,7 +173,6 @@ class Evaluation:
                     "max_periodic_share": MAX_PERIODIC_SHARE,
                     "median_nll": finite[len(finite) // 2] if finite else None,
                     "complied_incoherent": sum(not f and not c for f, c in zip(o.refused, o.coherent))}
-        as_rate = lambda x: x.to_dict() | {"judge": self.judge.name}  # noqa: E731
         return {
             "schema_version": SCHEMA_VERSION, "drtk_version": __version__, "model": self.model_id,
             "reference": self.reference_id, "judge": judge, "generation": self.generation,
@@ -181,7 +180,7 @@ class Evaluation:
                         for k, ps in self.prompts.items()},
             "contamination": self.contamination, "attacks": attacks,
             "over_refusal": {k: v.to_dict(self.judge.name) for k, v in self.over_refusal.items()},
-            "reference_over_refusal": {k: as_rate(v) for k, v in self.reference_over_refusal.items()},
+            "reference_over_refusal": {k: v.to_dict(self.judge.name) for k, v in self.reference_over_refusal.items()},
             "capability": self.capability, "comparisons": self.comparisons,
         }
 
@@ -315,14 +314,11 @@ def evaluate(
     for key in ("harmless", "borderline"):
         if key in sets:
             ps = list(sets[key].prompts)
-            comps = _generate(model, ps, gen, context.generator, completions)
-            refused = verdicts(judge, ps, comps)
-            looping = [not r and is_loop(model.tokenizer, c) for r, c in zip(refused, comps)]
-            ev.over_refusal[key] = OverRefusal(rate(refused), comps, refused, looping)
+            ev.over_refusal[key] = ours = _over_refusal(model, judge, ps, gen, context.generator, completions)
             if reference is not None:
-                ref_refused = verdicts(judge, ps, _generate(reference, ps, gen, context.generator, completions))
-                ev.reference_over_refusal[key] = rate(ref_refused)
-                ev.comparisons[f"over_refusal:{key}"] = paired_comparison(refused, ref_refused).to_dict()
+                ev.reference_over_refusal[key] = ref = _over_refusal(reference, judge, ps, gen, context.generator,
+                                                                     completions)
+                ev.comparisons[f"over_refusal:{key}"] = paired_comparison(ours.refused, ref.refused).to_dict()
 
     if reference is not None:
         none = next((o for o in ev.outcomes if o.result.name == "none"), None)
@@ -406,6 +402,13 @@ def _keys(model: Any, gen: Any, prompts: Sequence[str]) -> list[str]:
 def _store(cache: Any, model: Any, gen: Any, prompts: Sequence[str], texts: Sequence[str]) -> None:
     for key, text in zip(_keys(model, gen, prompts), texts):
         cache.entries[key] = (text, True)
+
+
+def _over_refusal(model: Any, judge: Judge, prompts: Sequence[str], gen: Any, generator: Any, cache: Any) -> OverRefusal:
+    """``model``'s unattacked answers to benign ``prompts``: refused by ``judge``, or answered with a loop."""
+    comps = _generate(model, prompts, gen, generator, cache)
+    refused = verdicts(judge, prompts, comps)
+    return OverRefusal(rate(refused), comps, refused, [not r and is_loop(model.tokenizer, c) for r, c in zip(refused, comps)])
 
 
 def _generate(model: Any, prompts: Sequence[str], gen: Any, generator: Any, cache: Any) -> list[str]:

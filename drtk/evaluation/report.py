@@ -7,6 +7,17 @@ def _pct(x: Any) -> str:
     return "—" if x is None or x != x else f"{100 * x:.1f}%"
 
 
+def loops_note(over_refusal: dict[str, Any]) -> str:
+    """" (+N loops)" for one set's over-refusal in ``results.json``: its answers that loop; empty for results
+    written before loops were counted."""
+    loops = over_refusal.get("looping_answers")
+    return "" if loops is None else f" (+{loops} {'loop' if loops == 1 else 'loops'})"
+
+
+def _reference_cell(ref: "dict[str, Any] | None") -> str:
+    return _pct(ref["rate"]) + loops_note(ref) if ref else "—"
+
+
 def _num(x: Any, fmt: str = ".3f") -> str:
     return "—" if x is None or x != x else format(x, fmt)
 
@@ -40,7 +51,7 @@ def report_markdown(results: dict[str, Any], figures: "list[str] | None" = None)
         for k, r in results["over_refusal"].items():
             ref = results.get("reference_over_refusal", {}).get(k)
             lines.append(f"| {k} | {_pct(r['rate'])} | {_pct(r['ci_low'])}–{_pct(r['ci_high'])} | {r['n']} | "
-                         f"{r.get('looping_answers', '—')} | {_pct(ref['rate']) if ref else '—'} |")
+                         f"{r.get('looping_answers', '—')} | {_reference_cell(ref)} |")
         if any("looping_answers" in r for r in results["over_refusal"].values()):
             lines += ["", "An answer that loops (the coherence check's repetition rules) is not a refusal, so the refusal "
                           "rate counts it as answered; the column says how many of the answered prompts it flatters."]

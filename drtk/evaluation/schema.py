@@ -52,7 +52,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
             "type": "object", "required": ["n_eval", "n_overlap", "by_source"]}},
         "attacks": {"type": "object", "additionalProperties": _ATTACK},
         "over_refusal": {"type": "object", "additionalProperties": _OVER_REFUSAL},
-        "reference_over_refusal": {"type": "object", "additionalProperties": _RATE},
+        "reference_over_refusal": {"type": "object", "additionalProperties": _OVER_REFUSAL},
         "capability": {"type": ["object", "null"], "properties": {"kl": _NUM, "ppl": _NUM, "reference_ppl": _NUM,
                                                                   "n_prompts": {"type": "integer"}}},
         "comparisons": {"type": "object"},

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from drtk.evaluation.report import loops_note
 from drtk.evaluation.stats import pooled_over_refusal
 
 logger = logging.getLogger(__name__)
@@ -37,9 +38,7 @@ def _benign_sizes(evals: dict[str, dict[str, Any]]) -> str:
 
 
 def _over_refusal_cell(r: dict[str, Any]) -> str:
-    text = _interval(r["rate"], r["ci_low"], r["ci_high"])
-    loops = r.get("looping_answers")  # absent from results written before loops were counted
-    return text if loops is None else text + f" (+{loops} {'loop' if loops == 1 else 'loops'})"
+    return _interval(r["rate"], r["ci_low"], r["ci_high"]) + loops_note(r)
 
 
 def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int, prefill_k: int) -> dict[str, Any]:

@@ -282,6 +282,16 @@ def test_looping_benign_answers_are_counted_apart_from_refusals(tiny, make_conte
     assert schema_errors(doc, RESULTS_SCHEMA) == ["$.over_refusal.harmless.looping_answers: expected integer, got str"]
     records = [r for r in ev.completion_records() if r["set"] == "harmless"]
     assert [r["loop"] for r in records] == [None, True, False]
+    # the reference model's answers are counted the same way, and the report shows its loops
+    ev = evaluate(tiny, parse_attack_spec("none"), HARMFUL, harmless=HARMLESS, context=make_context(),
+                  measure_kl=False, reference=tiny)
+    ref = ev.to_results()["reference_over_refusal"]["harmless"]
+    assert (ref["k"], ref["looping_answers"], ref["refused_or_looping"]["k"]) == (1, 1, 2)
+    validate_results(ev.to_results())
+    from drtk.evaluation.report import report_markdown
+
+    row = next(line for line in report_markdown(ev.to_results()).splitlines() if line.startswith("| harmless |"))
+    assert row.endswith("| 3 | 1 | 33.3% (+1 loop) |")  # n, answered but loops, the reference's rate and loops
 
 
 def test_prefill_answers_fall_back_to_ablation_for_missing_prompts(tiny, direction, make_context):

@@ -285,12 +285,13 @@ def test_looping_benign_answers_are_counted_apart_from_refusals(tiny, make_conte
     # the reference model's answers are counted the same way, and the report shows its loops
     ev = evaluate(tiny, parse_attack_spec("none"), HARMFUL, harmless=HARMLESS, context=make_context(),
                   measure_kl=False, reference=tiny)
-    ref = ev.to_results()["reference_over_refusal"]["harmless"]
+    doc = ev.to_results()
+    ref = doc["reference_over_refusal"]["harmless"]
     assert (ref["k"], ref["looping_answers"], ref["refused_or_looping"]["k"]) == (1, 1, 2)
-    validate_results(ev.to_results())
+    validate_results(doc)
     from drtk.evaluation.report import report_markdown
 
-    row = next(line for line in report_markdown(ev.to_results()).splitlines() if line.startswith("| harmless |"))
+    row = next(line for line in report_markdown(doc).splitlines() if line.startswith("| harmless |"))
     assert row.endswith("| 3 | 1 | 33.3% (+1 loop) |")  # n, answered but loops, the reference's rate and loops
 
 

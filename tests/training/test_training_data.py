@@ -102,7 +102,6 @@ def test_contrast_depth_targets_each_refusals_opening_along_the_answer(model):
     assert with_contrast(enc, refusals, depth=0).contrast == tuple(sorted(first))
 
 
-
 def test_contrast_overlap_counts_the_benign_answers_that_write_a_lowered_token(model):
     from drtk.training import with_contrast
     from drtk.training.data import contrast_overlap
@@ -120,6 +119,7 @@ def test_contrast_overlap_counts_the_benign_answers_that_write_a_lowered_token(m
     benign = [with_contrast(encode(a, "benign"), [ids("I'm sorry."), ids("Sorry.")]) for a in answers]
     assert contrast_overlap(benign) == {i: 2, ids("S")[0]: 0}
     assert contrast_overlap([encode(a, "benign") for a in answers]) == {}  # no contrast: nothing lowered
+
 
 def test_truncated_answers_do_not_learn_to_stop(model):
     eot = end_of_turn_ids(model)

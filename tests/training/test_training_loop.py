@@ -384,7 +384,6 @@ def test_refusal_contrast_adds_the_unlikelihood_of_the_refusals_opening_on_benig
         _cfg("refusal", refusal_contrast_depth=8)  # nothing to weigh it
 
 
-
 def test_refusal_contrast_warns_when_benign_answers_write_the_token_it_lowers(caplog):
     model = load_model("drtk-tiny-chat")
     with caplog.at_level(logging.WARNING, logger="drtk.training.loop"):
@@ -394,6 +393,7 @@ def test_refusal_contrast_warns_when_benign_answers_write_the_token_it_lowers(ca
     with caplog.at_level(logging.WARNING, logger="drtk.training.loop"):
         Trainer(model, letter, _cfg("refusal", lora=False, refusal_contrast=2.0))
     assert "it lowers 'I' at the opening of benign answers, and 1 of the 5 benign answers" in caplog.text
+
 
 def test_transition_weight_adds_the_refusals_opening_at_every_prefix_depth_of_recovery_rows():
     from drtk.training.data import collate

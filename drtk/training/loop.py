@@ -214,15 +214,18 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------------------
     def _warn_contrast_overlap(self, benign: int) -> None:
-        """Warn when benign answers write a token the refusal contrast lowers at their opening."""
+        """Warn when benign answers write a token the refusal contrast lowers in benign answers."""
         n = sum(e.group == benign for e in self.encoded)
+        depth = self.config.refusal_contrast_depth
+        where = "where a benign answer departs from the refusal text" + (
+            f" and along the first {depth} tokens of benign answers" if depth > 1 else "")
         for token, k in contrast_overlap(self.encoded).items():
             if k:
-                logger.warning("refusal contrast: it lowers %r at the opening of benign answers, and %d of the %d "
+                logger.warning("refusal contrast: it lowers %r %s, and %d of the %d "
                                "benign answers write that token themselves; the model can learn to avoid it there "
                                "too (docs/training.md, 'What the refusal contrast costs'). A refusal text opening "
                                "with a token the benign answers do not use avoids this.",
-                               self.model.tokenizer.decode([token]), k, n)
+                               self.model.tokenizer.decode([token]), where, k, n)
 
     def _provider(self, direction: Any, refresh: Any) -> "DirectionProvider | None":
         cfg = self.config

@@ -392,7 +392,11 @@ def test_refusal_contrast_warns_when_benign_answers_write_the_token_it_lowers(ca
     letter = TrainingSet(_data().examples + tuple(helpful_examples(["a note"], ["Dear Ann,\n\nI hope so."])))
     with caplog.at_level(logging.WARNING, logger="drtk.training.loop"):
         Trainer(model, letter, _cfg("refusal", lora=False, refusal_contrast=2.0))
-    assert "it lowers 'I' at the opening of benign answers, and 1 of the 5 benign answers" in caplog.text
+    assert "it lowers 'I' where a benign answer departs from the refusal text, and 1 of the 5 benign" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="drtk.training.loop"):
+        Trainer(model, letter, _cfg("refusal", lora=False, refusal_contrast=2.0, refusal_contrast_depth=3))
+    assert "refusal text and along the first 3 tokens of benign answers, and 1 of the 5" in caplog.text
 
 
 def test_transition_weight_adds_the_refusals_opening_at_every_prefix_depth_of_recovery_rows():

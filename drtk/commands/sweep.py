@@ -1,12 +1,13 @@
 """``drtk sweep``: the paper's ablation-probability and recovery-data ablations at small scale.
 
-Trains DeepRefusal from one aligned model and its direction at each ablation probability p, with and without
-recovery examples, attacks each run (prefill, the transferred direction, a fresh direction) and measures its
+Trains DeepRefusal from one aligned model and its direction by the demo's recipe at each ablation probability p,
+with and without recovery examples, attacks each run (prefill, the transferred direction, a fresh direction) and measures its
 over-refusal; writes ``sweep.csv`` and the attack success vs over-refusal figure into ``--out``. Every run is
 a cached stage: an interrupted sweep resumes when run again.
 
 Example:
-    drtk sweep --aligned runs/demo/aligned/model --direction runs/demo/direction --p 0,0.5,1 --out runs/sweep
+    drtk sweep --aligned runs/demo/aligned/model --direction runs/demo/direction \\
+        --answers runs/demo/baseline/completions.jsonl --size full --out runs/sweep
 """
 
 import argparse
@@ -25,6 +26,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
                    help="quick (default: 10 training steps, 8 prompts per set) or full")
     p.add_argument("--steps", type=int, default=None, help="training steps per configuration (default: the size's)")
     p.add_argument("--limit", type=int, default=None, help="evaluation prompts per set (default: the size's)")
+    p.add_argument("--answers", type=Path, default=None,
+                   help="harmful answers to prefill every configuration with, e.g. DEMO/baseline/completions.jsonl (the "
+                        "shipped model's, as the demo does; default: each model's own answers under ablation)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="output folder (an interrupted sweep resumes here)")
     p.set_defaults(func=run)
@@ -42,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--p takes comma-separated probabilities, e.g. 0,0.5,1; got {args.p!r}") from None
     table = run_sweep(args.out, aligned=args.aligned, direction=args.direction,
                       probabilities=probabilities, recovery=rec, size=args.size, device=args.device,
-                      steps=args.steps, limit=args.limit)
+                      steps=args.steps, limit=args.limit, answers=args.answers)
     save_figure(tradeoff_figure(table), args.out / "figures", "tradeoff")
     print(table.to_string(index=False))
     return 0

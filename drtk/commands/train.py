@@ -108,6 +108,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-repeated", type=float, default=None,
                    help="drop generated answers (and recovery prefixes) whose share of words inside a repeated word "
                         f"trigram exceeds this, e.g. 0.7 (looping letters; 1: keep all; {_default('data.max_repeated')})")
+    p.add_argument("--no-recovery", dest="recovery", action="store_false", default=None,
+                   help="no recovery examples (harmful prefix, then refusal): the paper's ablation without recovery data")
     p.add_argument("--recovery-tokens", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help=f"recovery prefixes of LOW to HIGH tokens (the paper 20 25; {_default('data.recovery_tokens')})")
     p.add_argument("--recovery-joiner", default=None,
@@ -210,7 +212,7 @@ def _config(args: argparse.Namespace) -> Any:
                                 or sched.get("clean_fraction", 0.0) > 0):
             mode = "gated"  # separate knobs or clean rows asked for: leave the paper's exact mode
         over["schedule"] = AblationSchedule.from_dict({**base.schedule.to_dict(), **sched, "mode": mode})
-    data = {k: v for k, v in (("max_response_tokens", args.max_response_tokens),
+    data = {k: v for k, v in (("max_response_tokens", args.max_response_tokens), ("recovery", args.recovery),
                               ("borderline_repeat", args.borderline_repeat),
                               ("refusal_text", args.refusal_text),
                               ("recovery_tokens", tuple(args.recovery_tokens) if args.recovery_tokens else None),

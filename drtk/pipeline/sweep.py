@@ -1,11 +1,15 @@
 """The paper's ablations at small scale: ablation probability p and recovery examples on or off.
 
 For each ``p`` in ``probabilities`` and each ``recovery`` setting, DeepRefusal is trained from the same
-aligned model with the paper's schedule (``p_site = p_token = p``) and evaluated with the same battery;
-the result is a table and an attack-success vs over-refusal trade-off figure (the paper's Tables 3-4).
-Every run is a cached stage, so an interrupted sweep resumes.
+aligned model by the demo's recipe for its ``deeprefusal`` stage (full fine-tuning, equal group weights, the
+response and the template's post-instruction tokens ablated) with the paper's schedule at ``p_site = p_token = p``,
+and attacked with the same prompts: so ``p = 0.5`` with recovery examples is the demo's stage, trained for the
+sweep's steps. The result is a table and attack-success vs over-refusal trade-off figure (the paper's Tables 3-4).
+Every run is a cached stage, so an interrupted sweep resumes; the aligned model's answers are generated once
+and shared by every configuration.
 """
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -13,31 +17,33 @@ from typing import Any, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from drtk.errors import ConfigError
-from drtk.pipeline.demo import DemoSize, _cli
-from drtk.pipeline.stages import StageRunner, resume_flag
+from drtk.pipeline.demo import DemoSize, _eval, _recipe, _train
+from drtk.pipeline.stages import StageRunner
 
 logger = logging.getLogger(__name__)
 
-SWEEP_ATTACKS = "none,prefill:k=20,direction-ablation,fresh-ablation"
+SWEEP_ATTACKS = ("none", "prefill:k=20:source={source}", "direction-ablation", "fresh-ablation")
+#: The attacks of the trade-off figure, one panel each (``sweep.csv`` column names).
+FIGURE_ATTACKS = ("asr:prefill[k=20]", "asr:direction-ablation[strength=1.0]", "asr:fresh-ablation[strength=1.0]")
 
 
-def _train_config(p: float, recovery: bool, steps: int) -> dict[str, Any]:
-    from drtk.schedules import AblationSchedule
-    from drtk.training import DataConfig, TrainConfig
-
-    cfg = TrainConfig.for_method("deeprefusal", steps=steps, schedule=AblationSchedule.paper(p),
-                                 data=DataConfig(recovery=recovery))
-    return {"train": cfg.to_dict()}
+def _flags(p: float, recovery: bool) -> list[str]:
+    """The flags of one configuration on top of the demo's DeepRefusal recipe."""
+    return [*_recipe("deeprefusal"), "--p-site", f"{p:g}", "--p-token", f"{p:g}", *([] if recovery else ["--no-recovery"])]
 
 
 def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilities: Sequence[float] = (0.0, 0.3, 0.5, 0.7, 1.0),
               recovery: Sequence[bool] = (True, False), size: str = "quick", device: "str | None" = None, steps: "int | None" = None,
-              limit: "int | None" = None) -> pd.DataFrame:
-    """Train and evaluate every (p, recovery) configuration; returns the summary table.
+              limit: "int | None" = None, answers: "str | Path | None" = None) -> pd.DataFrame:
+    """Train and evaluate every (p, recovery) configuration; returns the summary table (also ``sweep.csv``).
 
-    ``steps`` and ``limit`` override the size's training steps and evaluation prompts per set.
+    ``steps`` and ``limit`` override the size's training steps and evaluation prompts per set. ``answers``: the
+    harmful text every model is prefilled with (a ``drtk eval`` completions.jsonl, e.g. the demo's
+    ``baseline/completions.jsonl``, the shipped model's answers), so every configuration gets the same
+    prefixes; without it each model is prefilled with its own answers under the ablation of ``direction``.
     """
     sz = DemoSize.named(size)
     steps = sz.train_steps if steps is None else steps
@@ -46,6 +52,13 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
         raise ConfigError(f"sweep steps and limit must be >= 1, got steps={steps}, limit={limit}")
     if not probabilities or any(not 0 <= p <= 1 for p in probabilities) or len(set(probabilities)) < len(probabilities):
         raise ConfigError(f"sweep probabilities must be distinct and in [0, 1], e.g. 0, 0.5, 1; got {list(probabilities)}")
+    sz = dataclasses.replace(sz, train_steps=steps, eval_limit=limit)
+    if answers is not None:
+        from drtk.data import load_answers
+
+        load_answers(Path(answers))  # a clear error now, before any training, for a file that is missing or empty
+    prefill, source = (["--answers", str(answers)], "answers") if answers is not None else ([], "ablation")
+    attacks = ",".join(SWEEP_ATTACKS).format(source=source)
     out = Path(out_dir)
     runner = StageRunner(out)
     dev = ["--device", device] if device else []
@@ -53,55 +66,66 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
     for rec in recovery:
         for p in probabilities:
             name = f"p{p:g}-{'recovery' if rec else 'norecovery'}"
-            cfg = _train_config(p, rec, steps)
-
-            def train(folder: Path, cfg: dict = cfg) -> dict:
-                (folder / "config.in.json").write_text(json.dumps(cfg))
-                _cli(["train", "--model", aligned, "--method", "deeprefusal", "--direction", direction, "--config",
-                      str(folder / "config.in.json"), "--n-harmful", str(sz.n_harmful), "--n-harmless",
-                      str(sz.n_harmless), "--n-borderline", str(sz.n_borderline), "--out", str(folder), *dev,
-                      *resume_flag(folder)])
-                return {"model": str(folder / "model")}
-
-            runner.run(f"train-{name}", train, config={"cfg": cfg, "aligned": aligned, "size": sz.name})
-
-            def evaluate(folder: Path, name: str = name) -> dict:
-                _cli(["eval", "--model", str(out / f"train-{name}" / "model"), "--reference", aligned, "--direction",
-                      direction, "--attacks", SWEEP_ATTACKS, "--limit", str(limit), "--max-new-tokens",
-                      str(sz.max_new_tokens), "--out", str(folder), *dev,
-                      *resume_flag(folder)])
-                return json.loads((folder / "results.json").read_text())
-
-            res = runner.run(f"eval-{name}", evaluate, config={"attacks": SWEEP_ATTACKS, "limit": limit}, after=[f"train-{name}"])
-            row = {"p": p, "recovery": rec}
-            for label, a in res["attacks"].items():
-                row[f"asr:{label}"] = a["asr"]
-            for s, r in res["over_refusal"].items():
-                row[f"over_refusal:{s}"] = r["rate"]
-            row["kl"] = (res.get("capability") or {}).get("kl")
-            rows.append(row)
+            flags = _flags(p, rec)
+            model = str(out / f"train-{name}" / "model")
+            runner.run(f"train-{name}", lambda d, flags=flags: _train(d, aligned, "deeprefusal", sz, dev, [
+                "--direction", direction, "--generations", str(out / "aligned-generations.jsonl"), *flags]),
+                       config={"flags": flags, "aligned": aligned, "direction": direction, "size": dataclasses.asdict(sz)})
+            evaluated = runner.run(f"eval-{name}", lambda d, model=model: _eval(
+                d, model, sz, dev, attacks=attacks, extra=["--direction", direction, "--reference", aligned, *prefill]),
+                                   config={"attacks": attacks, "limit": limit, "answers": prefill}, after=[f"train-{name}"])
+            rows.append(_row(p, rec, json.loads(Path(evaluated["results"]).read_text())))
     table = pd.DataFrame(rows)
     table.to_csv(out / "sweep.csv", index=False)
     return table
 
 
-def tradeoff_figure(table: pd.DataFrame, *, attack: str = "asr:prefill[k=20]", over: str = "over_refusal:borderline") -> go.Figure:
-    """Attack success vs over-refusal, one point per (p, recovery) configuration. Configurations that land on
-    the same point share one label (``p=0.5, 1``), so none hides another."""
-    fig = go.Figure()
-    for rec, grp in table.groupby("recovery"):
-        grp = grp.sort_values("p")
-        spots: dict[tuple[float, float], list[str]] = {}
-        for x, y, p in zip(grp[over], grp[attack], grp["p"]):
-            spots.setdefault((x, y), []).append(f"{p:g}")
-        # each point labelled once, at its first configuration
-        texts = [f"p={', '.join(spots.pop((x, y)))}" if (x, y) in spots else "" for x, y in zip(grp[over], grp[attack])]
-        fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=texts,
-                                 textposition="top center" if rec else "bottom center",
-                                 name="with recovery examples" if rec else "without recovery examples"))
-    label = lambda col: col.replace("asr:", "attack success, ").replace("over_refusal:", "over-refusal, ")  # noqa: E731
-    fig.update_layout(title=f"Ablation probability p: {label(attack)} against {label(over)}<br><sup>one point per "
-                            "(p, recovery) configuration, connected in order of p</sup>",
-                      xaxis=dict(title=label(over), range=[-0.05, 1.05], tickformat=".0%"),
-                      yaxis=dict(title=label(attack), range=[-0.05, 1.05], tickformat=".0%"), width=760, height=520)
+def _row(p: float, recovery: bool, res: dict[str, Any]) -> dict[str, Any]:
+    """One configuration's line of the table: each attack's ASR, each benign set's over-refusal, the two sets
+    pooled, and the KL to the aligned model; with the prompt counts, for intervals."""
+    row: dict[str, Any] = {"p": p, "recovery": recovery}
+    for label, a in res["attacks"].items():
+        row[f"asr:{label}"] = a["asr"]
+    row["n_harmful"] = min((a["n"] for a in res["attacks"].values()), default=0)
+    refused = total = 0
+    for s, r in res["over_refusal"].items():
+        row[f"over_refusal:{s}"] = r["rate"]
+        refused, total = refused + r["k"], total + r["n"]
+    row["over_refusal:pooled"] = refused / total if total else float("nan")
+    row["n_benign"] = total
+    row["kl"] = (res.get("capability") or {}).get("kl")
+    return row
+
+
+def tradeoff_figure(table: pd.DataFrame, *, attacks: Sequence[str] = FIGURE_ATTACKS,
+                    over: str = "over_refusal:pooled") -> go.Figure:
+    """Attack success vs over-refusal, one panel per attack (those of ``attacks`` the table has), one point per
+    (p, recovery) configuration, connected in order of p. Configurations that land on the same point share one
+    label (``p=0.5, 1``), so none hides another."""
+    attacks = [a for a in attacks if a in table.columns]
+    if not attacks or over not in table.columns:
+        raise ConfigError(f"the sweep table has none of the attacks {list(attacks)} or no {over!r} column")
+    label = lambda col: col.replace("asr:", "").replace("over_refusal:", "over-refusal, ")  # noqa: E731
+    fig = make_subplots(rows=1, cols=len(attacks), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[label(a) for a in attacks])
+    colors = {True: "#d62728", False: "#1f77b4"}
+    for col, attack in enumerate(attacks, start=1):
+        for rec, grp in table.groupby("recovery"):
+            grp = grp.sort_values("p")
+            spots: dict[tuple[float, float], list[str]] = {}
+            for x, y, p in zip(grp[over], grp[attack], grp["p"]):
+                spots.setdefault((x, y), []).append(f"{p:g}")
+            # each point labelled once, at its first configuration
+            texts = [f"p={', '.join(spots.pop((x, y)))}" if (x, y) in spots else "" for x, y in zip(grp[over], grp[attack])]
+            fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=texts,
+                                     textposition="top center" if rec else "bottom center", textfont=dict(size=10),
+                                     marker=dict(color=colors[bool(rec)]), line=dict(color=colors[bool(rec)]),
+                                     legendgroup=str(rec), showlegend=col == 1,
+                                     name="with recovery examples" if rec else "without recovery examples"),
+                          row=1, col=col)
+        fig.update_xaxes(title_text=label(over), range=[-0.05, 1.05], tickformat=".0%", row=1, col=col)
+    fig.update_yaxes(title_text="attack success rate", range=[-0.05, 1.05], tickformat=".0%", row=1, col=1)
+    fig.update_layout(title="Ablation probability p and recovery examples: attack success against over-refusal<br><sup>"
+                            "DeepRefusal from one aligned model, one point per (p, recovery) configuration, connected in "
+                            "order of p</sup>", width=360 * len(attacks) + 260, height=500, margin=dict(t=110))
     return fig

@@ -1,29 +1,42 @@
 import pytest
 
-from drtk.errors import ConfigError
+from drtk.errors import ConfigError, DataError
 from drtk.pipeline.demo import run_demo
 from drtk.pipeline.sweep import run_sweep, tradeoff_figure
 
 
 def test_sweep_trains_and_evaluates_each_configuration_and_resumes(tmp_path, monkeypatch):
+    import json
+
     monkeypatch.setattr("drtk.viz.core.static_export_available", lambda: False)
     demo = tmp_path / "demo"
     run_demo(demo, model="drtk-tiny-chat", size="smoke", defences=("deeprefusal",))
     out = tmp_path / "sweep"
-    kw = dict(aligned=str(demo / "aligned" / "model"), direction=str(demo / "direction"), probabilities=(0.0, 1.0),
-              recovery=(True, False), size="smoke", steps=1, limit=2)
+    kw = dict(aligned=str(demo / "aligned" / "model"), direction=str(demo / "direction"), probabilities=(0.0, 0.5, 1.0),
+              recovery=(True, False), size="smoke", limit=2)
     table = run_sweep(out, **kw)
-    assert len(table) == 4 and set(table.p) == {0.0, 1.0} and set(table.recovery) == {True, False}
-    assert {"asr:none", "asr:prefill[k=20]", "over_refusal:borderline", "kl"} <= set(table.columns)
+    assert len(table) == 6 and set(table.p) == {0.0, 0.5, 1.0} and set(table.recovery) == {True, False}
+    assert {"asr:none", "asr:prefill[k=20]", "over_refusal:borderline", "over_refusal:pooled", "kl"} <= set(table.columns)
     assert table.filter(like="asr:").stack().between(0, 1).all()
+    pooled = (table["over_refusal:harmless"] + table["over_refusal:borderline"]) / 2  # two sets of `limit` prompts each
+    assert (table["over_refusal:pooled"] - pooled).abs().max() < 1e-12 and (table.n_benign == 4).all()
     assert (out / "sweep.csv").exists()
-    cfg = (out / "train-p1-norecovery" / "config.json").read_text()
-    assert '"recovery": false' in cfg and '"p_site": 1.0' in cfg
-    assert len(tradeoff_figure(table).data) == 2  # one line per recovery setting
+    config = lambda folder: json.loads((folder / "config.json").read_text())["train"]  # noqa: E731
+    norec = config(out / "train-p1-norecovery")
+    assert norec["data"]["recovery"] is False and norec["schedule"]["p_site"] == norec["schedule"]["p_token"] == 1.0
+    # the sweep trains by the demo's recipe: at p = 0.5 with recovery examples it is the demo's deeprefusal stage
+    assert config(out / "train-p0.5-recovery") == config(demo / "deeprefusal")
+    assert len(tradeoff_figure(table).data) == 2 * 3  # per attack panel, one line per recovery setting
 
     # every configuration is a cached stage: a second call trains nothing
-    monkeypatch.setattr("drtk.pipeline.sweep._cli", lambda args: pytest.fail(f"re-ran {args[0]}"))
+    monkeypatch.setattr("drtk.pipeline.demo._cli", lambda args, **kw: pytest.fail(f"re-ran {args[0]}"))
     assert run_sweep(out, **kw).equals(table)
+
+
+def test_sweep_prefills_with_given_answers_and_rejects_a_missing_file(tmp_path):
+    with pytest.raises(DataError, match="nowhere.jsonl"):
+        run_sweep(tmp_path / "s", aligned="a", direction="d", answers=tmp_path / "nowhere.jsonl")
+    assert not (tmp_path / "s").exists()  # nothing started
 
 
 def test_sweep_rejects_empty_budgets(tmp_path):
@@ -35,6 +48,9 @@ def test_configurations_on_one_point_share_one_label():
     import pandas as pd
 
     table = pd.DataFrame({"p": [0.0, 0.5, 1.0], "recovery": [True] * 3, "asr:prefill[k=20]": [0.6, 0.5, 0.5],
-                          "over_refusal:borderline": [0.2, 0.25, 0.25]})
-    fig = tradeoff_figure(table)
-    assert list(fig.data[0].text) == ["p=0", "p=0.5, 1", ""] and fig.layout.xaxis.title.text == "over-refusal, borderline"
+                          "over_refusal:pooled": [0.2, 0.25, 0.25]})
+    fig = tradeoff_figure(table)  # only the attacks the table has get a panel
+    assert len(fig.data) == 1 and list(fig.data[0].text) == ["p=0", "p=0.5, 1", ""]
+    assert fig.layout.xaxis.title.text == "over-refusal, pooled"
+    with pytest.raises(ConfigError, match="none of the attacks"):
+        tradeoff_figure(table.drop(columns="asr:prefill[k=20]"))

@@ -35,6 +35,8 @@ class Direction:
         position: the selected post-instruction position as a negative offset (-1 = last token).
         site: the hook name it was read at (``blocks.{layer}.hook_resid_pre``).
         metadata: anything else worth keeping (data hashes, selection scores, refusal tokens).
+        model_path: where ``model_id`` is a local folder, its absolute path (written by :meth:`save`), so the
+            model is recognised however it is named later (relative to another folder, or absolute).
     """
 
     vector: Tensor
@@ -46,6 +48,7 @@ class Direction:
     position: "int | None" = None
     site: "str | None" = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    model_path: "str | None" = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -81,9 +84,10 @@ class Direction:
             )
         from drtk.models.loading import related, same_place
 
-        if same_place(self.model_id, model.model_id):
+        names = [self.model_id, *([self.model_path] if self.model_path else [])]
+        if any(same_place(name, model.model_id) for name in names):
             return
-        if related(self.model_id, model.model_id):
+        if any(related(name, model.model_id) for name in names):
             logger.info("using a direction from %r on %r (transfer)", self.model_id, model.model_id)
         else:
             logger.warning("using a direction from %r on %r, which as far as drtk's training records tell are "
@@ -101,18 +105,20 @@ class Direction:
             "kind": self.kind, "model_id": self.model_id, "n_layers": self.n_layers, "d_model": self.d_model,
             "layer": self.layer, "position": self.position, "site": self.site,
             "shape": list(self.vector.shape), "metadata": self.metadata,
-        }
+        } | ({"model_path": self.model_path} if self.model_path else {})
 
     def save(self, path: "str | Path") -> Path:
         """Write ``path`` (``.safetensors``) and its ``.json`` sidecar; returns the tensor path."""
         from safetensors.torch import save_file
 
         from drtk import __version__
+        from drtk.models.loading import local_path
 
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"direction": self.vector.detach().float().cpu().contiguous()}, str(path))
-        meta = self.to_dict() | {"drtk_version": __version__}
+        where = self.model_path or local_path(self.model_id)
+        meta = self.to_dict() | ({"model_path": where} if where and where != self.model_id else {}) | {"drtk_version": __version__}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
         return path
 
@@ -134,7 +140,7 @@ class Direction:
         return cls(
             vector=vector, kind=meta["kind"], model_id=meta["model_id"], n_layers=int(meta["n_layers"]),
             d_model=int(meta["d_model"]), layer=meta.get("layer"), position=meta.get("position"),
-            site=meta.get("site"), metadata=meta.get("metadata", {}),
+            site=meta.get("site"), metadata=meta.get("metadata", {}), model_path=meta.get("model_path"),
         )
 
     def with_metadata(self, **extra: Any) -> "Direction":

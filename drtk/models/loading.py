@@ -170,6 +170,12 @@ def same_place(a: str, b: str) -> bool:
     return a == b or (Path(a).exists() and Path(a).resolve() == Path(b).resolve())
 
 
+def local_path(model_id: str) -> "str | None":
+    """The absolute path of a model or file given by a path that exists here, else None (a hub id or a
+    built-in name): recorded beside a relative path so the record still finds it from another folder."""
+    return str(Path(model_id).resolve()) if Path(model_id).exists() else None
+
+
 def lineage(model_id: str) -> list[str]:
     """``model_id`` and the models it was trained from, nearest first, as far as drtk's records tell: a
     trained folder's ``drtk_train.json`` (with its bases' records), an adapter's ``drtk_base.json``, or an
@@ -186,6 +192,8 @@ def lineage(model_id: str) -> list[str]:
             continue
         while isinstance(record, dict) and isinstance(record.get("base"), str):
             chain.append(record["base"])
+            if isinstance(record.get("base_path"), str):  # the same base, absolute (records from any folder)
+                chain.append(record["base_path"])
             record = record.get("base_record")
     return chain
 

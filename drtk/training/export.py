@@ -80,7 +80,7 @@ def save_adapter(peft_model: Any, out_dir: "str | Path", *, base: str) -> Path:
     d.update(target_modules=leaves, base_model_name_or_path=base)
     d = {k: (sorted(v) if isinstance(v, set) else v) for k, v in d.items()}
     (out / "adapter_config.json").write_text(json.dumps(d, indent=2, default=str))
-    (out / "drtk_base.json").write_text(json.dumps({"base": base}, indent=2))
+    (out / "drtk_base.json").write_text(json.dumps(_base_entry(base), indent=2))
     return out
 
 
@@ -121,6 +121,15 @@ def save_merged(model: Any, out_dir: "str | Path") -> Path:
 TRAINING_RECORD = "drtk_train.json"
 
 
+def _base_entry(base: str) -> dict[str, str]:
+    """A record's base: as given, and where it is a local folder also its absolute path (``base_path``), so
+    the lineage is found from any working folder (the base given relative to the one it was trained in)."""
+    from drtk.models.loading import local_path
+
+    where = local_path(base)
+    return {"base": base} | ({"base_path": where} if where and where != base else {})
+
+
 def save_training_record(out_dir: "str | Path", *, base: str, method: str, prompts: "dict[str, list[str]]") -> Path:
     """Write ``drtk_train.json`` into a saved model folder: the base model, the method, and the prompts
     it was trained on by role (``harmful``, ``benign`` -- :meth:`TrainingSet.prompts` -- and e.g. ``refresh``
@@ -128,7 +137,7 @@ def save_training_record(out_dir: "str | Path", *, base: str, method: str, promp
     A base that is a folder with its own record passes it on (``base_record``), so a model trained from a
     trained model still knows every prompt before it."""
     out = Path(out_dir)
-    record: dict[str, Any] = {"base": base, "method": method,
+    record: dict[str, Any] = {**_base_entry(base), "method": method,
                               "prompts": {role: sorted(set(ps)) for role, ps in prompts.items() if ps}}
     inherited = Path(base) / TRAINING_RECORD
     if inherited.is_file():

@@ -247,3 +247,32 @@ def test_a_direction_is_a_transfer_only_when_it_comes_from_another_model(tiny, t
     from drtk.models.loading import related
 
     assert related("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")  # the built-in name of that model
+
+
+def test_a_direction_and_a_training_record_name_their_model_from_any_working_folder(tiny, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from drtk.directions import Direction
+    from drtk.training.export import save_training_record
+
+    (tmp_path / "runs" / "aligned").mkdir(parents=True)
+    (tmp_path / "runs" / "defended").mkdir()
+    monkeypatch.chdir(tmp_path)  # a demo run here names its models relative to this folder
+    d = Direction(torch.ones(tiny.d_model), "single", "runs/aligned", tiny.n_layers, tiny.d_model, layer=1, position=-1)
+    d.save("runs/direction/direction")
+    save_training_record("runs/defended", base="runs/aligned", method="deeprefusal", prompts={})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # later, from another folder, the same models by absolute paths
+    loaded = Direction.load(tmp_path / "runs" / "direction")
+    assert loaded.model_id == "runs/aligned" and loaded.model_path == str(tmp_path / "runs" / "aligned")
+    caplog.set_level(logging.INFO, logger="drtk")
+    shaped = lambda path: type("Named", (), {"model_id": str(path), "d_model": tiny.d_model,  # noqa: E731
+                                             "n_layers": tiny.n_layers})()
+    loaded.check_model(shaped(tmp_path / "runs" / "aligned"))
+    assert "unrelated" not in caplog.text and "transfer" not in caplog.text  # its own model
+    loaded.check_model(shaped(tmp_path / "runs" / "defended"))
+    assert "(transfer)" in caplog.text and "unrelated" not in caplog.text  # trained from it, by its record
+    caplog.clear()
+    Direction.load(tmp_path / "runs" / "direction").check_model(shaped(tiny.model_id))
+    assert "unrelated models" in caplog.text  # still said where nothing ties them

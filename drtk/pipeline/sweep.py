@@ -62,7 +62,7 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
     out = Path(out_dir)
     runner = StageRunner(out)
     dev = ["--device", device] if device else []
-    rows = []
+    rows, lines = [], []
     for rec in recovery:
         for p in probabilities:
             name = f"p{p:g}-{'recovery' if rec else 'norecovery'}"
@@ -74,10 +74,40 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
             evaluated = runner.run(f"eval-{name}", lambda d, model=model: _eval(
                 d, model, sz, dev, attacks=attacks, extra=["--direction", direction, "--reference", aligned, *prefill]),
                                    config={"attacks": attacks, "limit": limit, "answers": prefill}, after=[f"train-{name}"])
-            rows.append(_row(p, rec, json.loads(Path(evaluated["results"]).read_text())))
+            res = json.loads(Path(evaluated["results"]).read_text())
+            rows.append(_row(p, rec, res))
+            lines.append(_markdown_row(p, rec, res))
     table = pd.DataFrame(rows)
     table.to_csv(out / "sweep.csv", index=False)
+    (out / "sweep.md").write_text(_markdown(lines, res))
     return table
+
+
+def _markdown_row(p: float, recovery: bool, res: dict[str, Any]) -> list[str]:
+    from drtk.evaluation.stats import wilson_interval
+    from drtk.pipeline.report import _fmt, _interval, _over_refusal_cell
+
+    k = sum(r["k"] for r in res["over_refusal"].values())
+    n = sum(r["n"] for r in res["over_refusal"].values())
+    pooled = _interval(k / n, *wilson_interval(k, n)) if n else "—"
+    kl = (res.get("capability") or {}).get("kl")
+    return [f"{p:g}", "yes" if recovery else "no", *(_fmt(a) for a in res["attacks"].values()),
+            *(_over_refusal_cell(r) for r in res["over_refusal"].values()), pooled, "—" if kl is None else f"{kl:.3f}"]
+
+
+def _markdown(lines: list[list[str]], last: dict[str, Any]) -> str:
+    """``sweep.md``: one line per configuration, each rate with its 95% Wilson interval (the column names
+    from the last configuration's results; every configuration ran the same attacks and sets)."""
+    head = ["p", "recovery examples", *last["attacks"], *(f"over-refusal, {s}" for s in last["over_refusal"]),
+            "over-refusal, pooled", "KL to the aligned model"]
+    n = min(a["n"] for a in last["attacks"].values())
+    sets = ", ".join(f"{r['n']} {s}" for s, r in last["over_refusal"].items())
+    return "\n".join([f"# DeepRefusal over ablation probability p and recovery examples (`{last['reference']}`)", "",
+                      f"{n} held-out harmful prompts per attack, {sets} prompts; keyword judge, "
+                      f"{last['generation']['max_new_tokens']} new tokens; 95% Wilson intervals. \"+N loops\": benign "
+                      "answers that loop, not counted as refused.", "",
+                      "| " + " | ".join(head) + " |", "|" + " --- |" * len(head),
+                      *("| " + " | ".join(line) + " |" for line in lines), ""])
 
 
 def _row(p: float, recovery: bool, res: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +120,7 @@ def _row(p: float, recovery: bool, res: dict[str, Any]) -> dict[str, Any]:
     refused = total = 0
     for s, r in res["over_refusal"].items():
         row[f"over_refusal:{s}"] = r["rate"]
+        row[f"looping:{s}"] = r.get("looping_answers")
         refused, total = refused + r["k"], total + r["n"]
     row["over_refusal:pooled"] = refused / total if total else float("nan")
     row["n_benign"] = total

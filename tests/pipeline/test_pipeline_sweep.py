@@ -21,6 +21,11 @@ def test_sweep_trains_and_evaluates_each_configuration_and_resumes(tmp_path, mon
     pooled = (table["over_refusal:harmless"] + table["over_refusal:borderline"]) / 2  # two sets of `limit` prompts each
     assert (table["over_refusal:pooled"] - pooled).abs().max() < 1e-12 and (table.n_benign == 4).all()
     assert (out / "sweep.csv").exists()
+    md = (out / "sweep.md").read_text().splitlines()
+    rows = [line for line in md if line.startswith("| 0") or line.startswith("| 1")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| 0", "yes"], ["| 0.5", "yes"], ["| 1", "yes"], ["| 0", "no"],
+                                                   ["| 0.5", "no"], ["| 1", "no"]]
+    assert all(r.count("% [") == 4 + 3 for r in rows)  # each attack and each over-refusal with its interval
     config = lambda folder: json.loads((folder / "config.json").read_text())["train"]  # noqa: E731
     norec = config(out / "train-p1-norecovery")
     assert norec["data"]["recovery"] is False and norec["schedule"]["p_site"] == norec["schedule"]["p_token"] == 1.0

@@ -101,9 +101,9 @@ def _markdown(lines: list[list[str]], last: dict[str, Any]) -> str:
     head = ["p", "recovery examples", *last["attacks"], *(f"over-refusal, {s}" for s in last["over_refusal"]),
             "over-refusal, pooled", "KL to the aligned model"]
     n = min(a["n"] for a in last["attacks"].values())
-    sets = ", ".join(f"{r['n']} {s}" for s, r in last["over_refusal"].items())
+    sets = " and ".join(f"{r['n']} {s}" for s, r in last["over_refusal"].items())
     return "\n".join([f"# DeepRefusal over ablation probability p and recovery examples (`{last['reference']}`)", "",
-                      f"{n} held-out harmful prompts per attack, {sets} prompts; keyword judge, "
+                      f"{n} held-out harmful prompts per attack, {sets} benign prompts; keyword judge, "
                       f"{last['generation']['max_new_tokens']} new tokens; 95% Wilson intervals. \"+N loops\": benign "
                       "answers that loop, not counted as refused.", "",
                       "| " + " | ".join(head) + " |", "|" + " --- |" * len(head),
@@ -140,6 +140,7 @@ def tradeoff_figure(table: pd.DataFrame, *, attacks: Sequence[str] = FIGURE_ATTA
     fig = make_subplots(rows=1, cols=len(attacks), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[label(a) for a in attacks])
     colors = {True: "#d62728", False: "#1f77b4"}
+    right = min(1.05, float(table[over].max()) + 0.15)  # room for the labels right of the points
     for col, attack in enumerate(attacks, start=1):
         for rec, grp in table.groupby("recovery"):
             grp = grp.sort_values("p")
@@ -149,12 +150,12 @@ def tradeoff_figure(table: pd.DataFrame, *, attacks: Sequence[str] = FIGURE_ATTA
             # each point labelled once, at its first configuration
             texts = [f"p={', '.join(spots.pop((x, y)))}" if (x, y) in spots else "" for x, y in zip(grp[over], grp[attack])]
             fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=texts,
-                                     textposition="top center" if rec else "bottom center", textfont=dict(size=10),
+                                     textposition="middle right", textfont=dict(size=10),
                                      marker=dict(color=colors[bool(rec)]), line=dict(color=colors[bool(rec)]),
                                      legendgroup=str(rec), showlegend=col == 1,
                                      name="with recovery examples" if rec else "without recovery examples"),
                           row=1, col=col)
-        fig.update_xaxes(title_text=label(over), range=[-0.05, 1.05], tickformat=".0%", row=1, col=col)
+        fig.update_xaxes(title_text=label(over), range=[-0.03, right], tickformat=".0%", row=1, col=col)
     fig.update_yaxes(title_text="attack success rate", range=[-0.05, 1.05], tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Ablation probability p and recovery examples: attack success against over-refusal<br><sup>"
                             "DeepRefusal from one aligned model, one point per (p, recovery) configuration, connected in "

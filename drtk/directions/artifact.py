@@ -117,8 +117,8 @@ class Direction:
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"direction": self.vector.detach().float().cpu().contiguous()}, str(path))
-        where = self.model_path or local_path(self.model_id)
-        meta = self.to_dict() | ({"model_path": where} if where and where != self.model_id else {}) | {"drtk_version": __version__}
+        recorded = self if self.model_path else replace(self, model_path=local_path(self.model_id))
+        meta = recorded.to_dict() | {"drtk_version": __version__}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
         return path
 

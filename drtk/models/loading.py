@@ -171,9 +171,11 @@ def same_place(a: str, b: str) -> bool:
 
 
 def local_path(model_id: str) -> "str | None":
-    """The absolute path of a model or file given by a path that exists here, else None (a hub id or a
-    built-in name): recorded beside a relative path so the record still finds it from another folder."""
-    return str(Path(model_id).resolve()) if Path(model_id).exists() else None
+    """The absolute path of a model or file given by another path that exists here (relative, or through a
+    link), else None (a hub id, a built-in name, or already that absolute path): recorded beside the name so
+    the record still finds it from another folder."""
+    where = str(Path(model_id).resolve()) if Path(model_id).exists() else None
+    return where if where != model_id else None
 
 
 def lineage(model_id: str) -> list[str]:

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from drtk.errors import ConfigError
-from drtk.pipeline.demo import DemoSize, _eval, _recipe, _train
+from drtk.pipeline.demo import DemoSize, _eval, _recipe, _train, _train_key
 from drtk.pipeline.stages import StageRunner
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
         raise ConfigError(f"sweep steps and limit must be >= 1, got steps={steps}, limit={limit}")
     if not probabilities or any(not 0 <= p <= 1 for p in probabilities) or len(set(probabilities)) < len(probabilities):
         raise ConfigError(f"sweep probabilities must be distinct and in [0, 1], e.g. 0, 0.5, 1; got {list(probabilities)}")
+    if not recovery or len(set(recovery)) < len(recovery):
+        raise ConfigError(f"sweep recovery settings must be one or both of True, False; got {list(recovery)}")
     sz = dataclasses.replace(sz, train_steps=steps, eval_limit=limit)
     if answers is not None:
         from drtk.data import load_answers
@@ -62,24 +64,26 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
     out = Path(out_dir)
     runner = StageRunner(out)
     dev = ["--device", device] if device else []
-    rows, lines = [], []
+    rows, lines, results = [], [], []
     for rec in recovery:
         for p in probabilities:
             name = f"p{p:g}-{'recovery' if rec else 'norecovery'}"
             flags = _flags(p, rec)
             model = str(out / f"train-{name}" / "model")
+            # keyed as the demo keys its stages (the recipe and the method's defaults), plus this configuration's flags
             runner.run(f"train-{name}", lambda d, flags=flags: _train(d, aligned, "deeprefusal", sz, dev, [
                 "--direction", direction, "--generations", str(out / "aligned-generations.jsonl"), *flags]),
-                       config={"flags": flags, "aligned": aligned, "direction": direction, "size": dataclasses.asdict(sz)})
+                       config=_train_key({"flags": flags, "aligned": aligned, "direction": direction,
+                                          "size": dataclasses.asdict(sz)}, "deeprefusal"))
             evaluated = runner.run(f"eval-{name}", lambda d, model=model: _eval(
                 d, model, sz, dev, attacks=attacks, extra=["--direction", direction, "--reference", aligned, *prefill]),
                                    config={"attacks": attacks, "limit": limit, "answers": prefill}, after=[f"train-{name}"])
-            res = json.loads(Path(evaluated["results"]).read_text())
-            rows.append(_row(p, rec, res))
-            lines.append(_markdown_row(p, rec, res))
+            results.append(json.loads(Path(evaluated["results"]).read_text()))
+            rows.append(_row(p, rec, results[-1]))
+            lines.append(_markdown_row(p, rec, results[-1]))
     table = pd.DataFrame(rows)
     table.to_csv(out / "sweep.csv", index=False)
-    (out / "sweep.md").write_text(_markdown(lines, res))
+    (out / "sweep.md").write_text(_markdown(lines, results[-1]))
     return table
 
 
@@ -87,12 +91,16 @@ def _markdown_row(p: float, recovery: bool, res: dict[str, Any]) -> list[str]:
     from drtk.evaluation.stats import wilson_interval
     from drtk.pipeline.report import _fmt, _interval, _over_refusal_cell
 
-    k = sum(r["k"] for r in res["over_refusal"].values())
-    n = sum(r["n"] for r in res["over_refusal"].values())
+    k, n = _pooled(res)
     pooled = _interval(k / n, *wilson_interval(k, n)) if n else "—"
     kl = (res.get("capability") or {}).get("kl")
     return [f"{p:g}", "yes" if recovery else "no", *(_fmt(a) for a in res["attacks"].values()),
             *(_over_refusal_cell(r) for r in res["over_refusal"].values()), pooled, "—" if kl is None else f"{kl:.3f}"]
+
+
+def _pooled(res: dict[str, Any]) -> tuple[int, int]:
+    """Benign prompts refused and benign prompts asked, over every benign set of a results document."""
+    return sum(r["k"] for r in res["over_refusal"].values()), sum(r["n"] for r in res["over_refusal"].values())
 
 
 def _markdown(lines: list[list[str]], last: dict[str, Any]) -> str:
@@ -117,11 +125,10 @@ def _row(p: float, recovery: bool, res: dict[str, Any]) -> dict[str, Any]:
     for label, a in res["attacks"].items():
         row[f"asr:{label}"] = a["asr"]
     row["n_harmful"] = min((a["n"] for a in res["attacks"].values()), default=0)
-    refused = total = 0
     for s, r in res["over_refusal"].items():
         row[f"over_refusal:{s}"] = r["rate"]
         row[f"looping:{s}"] = r.get("looping_answers")
-        refused, total = refused + r["k"], total + r["n"]
+    refused, total = _pooled(res)
     row["over_refusal:pooled"] = refused / total if total else float("nan")
     row["n_benign"] = total
     row["kl"] = (res.get("capability") or {}).get("kl")

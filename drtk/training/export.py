@@ -127,7 +127,7 @@ def _base_entry(base: str) -> dict[str, str]:
     from drtk.models.loading import local_path
 
     where = local_path(base)
-    return {"base": base} | ({"base_path": where} if where and where != base else {})
+    return {"base": base} | ({"base_path": where} if where else {})
 
 
 def save_training_record(out_dir: "str | Path", *, base: str, method: str, prompts: "dict[str, list[str]]") -> Path:

@@ -47,6 +47,8 @@ def test_sweep_prefills_with_given_answers_and_rejects_a_missing_file(tmp_path):
 def test_sweep_rejects_empty_budgets(tmp_path):
     with pytest.raises(ConfigError, match="steps and limit"):
         run_sweep(tmp_path, aligned="a", direction="d", steps=0)
+    with pytest.raises(ConfigError, match="recovery settings"):
+        run_sweep(tmp_path, aligned="a", direction="d", recovery=())
 
 
 def test_configurations_on_one_point_share_one_label():

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -22,6 +23,7 @@ from plotly.subplots import make_subplots
 from drtk.errors import ConfigError
 from drtk.pipeline.demo import DemoSize, _eval, _recipe, _train, _train_key
 from drtk.pipeline.stages import StageRunner
+from drtk.viz.labels import label_positions
 
 logger = logging.getLogger(__name__)
 
@@ -144,27 +146,39 @@ def tradeoff_figure(table: pd.DataFrame, *, attacks: Sequence[str] = FIGURE_ATTA
     if not attacks or over not in table.columns:
         raise ConfigError(f"the sweep table has none of the attacks {list(attacks)} or no {over!r} column")
     label = lambda col: col.replace("asr:", "").replace("over_refusal:", "over-refusal, ")  # noqa: E731
-    fig = make_subplots(rows=1, cols=len(attacks), shared_yaxes=True, horizontal_spacing=0.04,
+    spacing, width, height, margin = 0.05, 380 * len(attacks) + 120, 580, dict(t=110, b=130, l=80, r=40)
+    fig = make_subplots(rows=1, cols=len(attacks), shared_yaxes=True, horizontal_spacing=spacing,
                         subplot_titles=[label(a) for a in attacks])
     colors = {True: "#d62728", False: "#1f77b4"}
-    right = min(1.05, float(table[over].max()) + 0.15)  # room for the labels right of the points
+    x_range, y_range = (-0.03, min(1.05, float(table[over].max()) + 0.12)), (-0.05, 1.05)
+    panel_px = ((width - margin["l"] - margin["r"]) * (1 - spacing * (len(attacks) - 1)) / len(attacks),
+                height - margin["t"] - margin["b"])
+    lines = [(bool(rec), grp.sort_values("p")) for rec, grp in table.groupby("recovery")]
     for col, attack in enumerate(attacks, start=1):
-        for rec, grp in table.groupby("recovery"):
-            grp = grp.sort_values("p")
+        texts = []
+        for _, grp in lines:
             spots: dict[tuple[float, float], list[str]] = {}
             for x, y, p in zip(grp[over], grp[attack], grp["p"]):
                 spots.setdefault((x, y), []).append(f"{p:g}")
             # each point labelled once, at its first configuration
-            texts = [f"p={', '.join(spots.pop((x, y)))}" if (x, y) in spots else "" for x, y in zip(grp[over], grp[attack])]
-            fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=texts,
-                                     textposition="middle right", textfont=dict(size=10),
-                                     marker=dict(color=colors[bool(rec)]), line=dict(color=colors[bool(rec)]),
+            texts.append([f"p={', '.join(spots.pop((x, y)))}" if (x, y) in spots else ""
+                          for x, y in zip(grp[over], grp[attack])])
+        # one placement over both lines of the panel, so that no label covers another
+        starts = np.cumsum([0, *(len(g) for _, g in lines)])
+        where = iter(label_positions([x for _, g in lines for x in g[over]], [y for _, g in lines for y in g[attack]],
+                                     [t for ts in texts for t in ts], x_range=x_range, y_range=y_range, size_px=panel_px,
+                                     lines=[range(a, b) for a, b in zip(starts, starts[1:])]))
+        for (rec, grp), text in zip(lines, texts):
+            fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=text,
+                                     textposition=[next(where) for _ in text], textfont=dict(size=10),
+                                     marker=dict(color=colors[rec]), line=dict(color=colors[rec]),
                                      legendgroup=str(rec), showlegend=col == 1,
                                      name="with recovery examples" if rec else "without recovery examples"),
                           row=1, col=col)
-        fig.update_xaxes(title_text=label(over), range=[-0.03, right], tickformat=".0%", row=1, col=col)
-    fig.update_yaxes(title_text="attack success rate", range=[-0.05, 1.05], tickformat=".0%", row=1, col=1)
+        fig.update_xaxes(title_text=label(over), range=x_range, tickformat=".0%", row=1, col=col)
+    fig.update_yaxes(title_text="attack success rate", range=y_range, tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Ablation probability p and recovery examples: attack success against over-refusal<br><sup>"
                             "DeepRefusal from one aligned model, one point per (p, recovery) configuration, connected in "
-                            "order of p</sup>", width=360 * len(attacks) + 260, height=500, margin=dict(t=110))
+                            "order of p</sup>", width=width, height=height, margin=margin,
+                      legend=dict(orientation="h", x=0, y=-0.22))
     return fig

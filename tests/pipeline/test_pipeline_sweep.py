@@ -61,3 +61,23 @@ def test_configurations_on_one_point_share_one_label():
     assert fig.layout.xaxis.title.text == "over-refusal, pooled"
     with pytest.raises(ConfigError, match="none of the attacks"):
         tradeoff_figure(table.drop(columns="asr:prefill[k=20]"))
+
+
+def test_labels_of_neighbouring_points_and_points_at_an_edge_do_not_overlap():
+    from drtk.viz.labels import _box, _overlap, label_positions
+
+    # two points 10 px apart on one row, the second at the panel's right edge, and a lone point below
+    x, y, texts = [0.5, 0.52, 0.1], [0.5, 0.5, 0.1], ["p=0.5", "p=0.7", "p=1"]
+    spots = label_positions(x, y, texts, x_range=(0, 0.52), y_range=(0, 1), size_px=(260, 300))
+    assert spots[0] != "middle right"  # that box would cover the neighbouring point
+    assert "right" not in spots[1]  # cut off at the edge
+    assert spots[2] == "middle right"  # nothing in its way: the first choice
+    px = lambda a, b: (a / 0.52 * 260, b * 300)  # noqa: E731
+    boxes = [_box(s, *px(a, b), 6.0 * len(t), 12.0, 6.0) for s, a, b, t in zip(spots, x, y, texts)]
+    assert _overlap(boxes[0], boxes[1]) == 0
+    # a line through two points keeps a third label off it when there is room elsewhere
+    spots = label_positions([0.1, 0.5, 0.9], [0.5, 0.5, 0.5], ["", "p=1", ""], x_range=(0, 1), y_range=(0, 1),
+                            size_px=(300, 300), lines=[[0, 1, 2]])
+    assert spots[1] in ("top center", "bottom center")
+    with pytest.raises(ValueError, match="differ in length"):
+        label_positions([0.1], [0.1, 0.2], ["a"], x_range=(0, 1), y_range=(0, 1), size_px=(10, 10))

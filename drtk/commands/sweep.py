@@ -8,6 +8,7 @@ a cached stage: an interrupted sweep resumes when run again.
 Example:
     drtk sweep --aligned runs/demo/aligned/model --direction runs/demo/direction \\
         --answers runs/demo/baseline/completions.jsonl --size full --out runs/sweep
+    drtk sweep ... --seeds 0,1 --out runs/sweep   # a second seed beside the first: only its runs are trained
 """
 
 import argparse
@@ -29,6 +30,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--answers", type=Path, default=None,
                    help="harmful answers to prefill every configuration with, e.g. DEMO/baseline/completions.jsonl (the "
                         "shipped model's, as the demo does; default: each model's own answers under ablation)")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds, each configuration trained at each "
+                   "(default: 0, the demo's; sweep.md pools a configuration's seeds)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="output folder (an interrupted sweep resumes here)")
     p.set_defaults(func=run)
@@ -44,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
         probabilities = [float(x) for x in args.p.split(",")]
     except ValueError:
         raise ConfigError(f"--p takes comma-separated probabilities, e.g. 0,0.5,1; got {args.p!r}") from None
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, e.g. 0,1; got {args.seeds!r}") from None
     table = run_sweep(args.out, aligned=args.aligned, direction=args.direction,
                       probabilities=probabilities, recovery=rec, size=args.size, device=args.device,
-                      steps=args.steps, limit=args.limit, answers=args.answers)
+                      steps=args.steps, limit=args.limit, answers=args.answers, seeds=seeds)
     save_figure(tradeoff_figure(table), args.out / "figures", "tradeoff")
     print(table.to_string(index=False))
     return 0

@@ -39,13 +39,16 @@ def _flags(p: float, recovery: bool) -> list[str]:
 
 def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilities: Sequence[float] = (0.0, 0.3, 0.5, 0.7, 1.0),
               recovery: Sequence[bool] = (True, False), size: str = "quick", device: "str | None" = None, steps: "int | None" = None,
-              limit: "int | None" = None, answers: "str | Path | None" = None) -> pd.DataFrame:
-    """Train and evaluate every (p, recovery) configuration; returns the summary table (also ``sweep.csv``).
+              limit: "int | None" = None, answers: "str | Path | None" = None, seeds: Sequence[int] = (0,)) -> pd.DataFrame:
+    """Train and evaluate every (p, recovery) configuration at every seed; returns the summary table, one row per
+    run (also ``sweep.csv``).
 
     ``steps`` and ``limit`` override the size's training steps and evaluation prompts per set. ``answers``: the
     harmful text every model is prefilled with (a ``drtk eval`` completions.jsonl, e.g. the demo's
     ``baseline/completions.jsonl``, the shipped model's answers), so every configuration gets the same
     prefixes; without it each model is prefilled with its own answers under the ablation of ``direction``.
+    ``seeds``: training seeds (``drtk train --seed``); seed 0's runs are the demo's, named without a suffix, and
+    ``sweep.md`` pools the seeds of each configuration beside their own lines.
     """
     sz = DemoSize.named(size)
     steps = sz.train_steps if steps is None else steps
@@ -56,6 +59,8 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
         raise ConfigError(f"sweep probabilities must be distinct and in [0, 1], e.g. 0, 0.5, 1; got {list(probabilities)}")
     if not recovery or len(set(recovery)) < len(recovery):
         raise ConfigError(f"sweep recovery settings must be one or both of True, False; got {list(recovery)}")
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) < len(seeds):
+        raise ConfigError(f"sweep seeds must be distinct and >= 0, e.g. 0, 1; got {list(seeds)}")
     sz = dataclasses.replace(sz, train_steps=steps, eval_limit=limit)
     if answers is not None:
         from drtk.data import load_answers
@@ -69,35 +74,62 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
     rows, lines, results = [], [], []
     for rec in recovery:
         for p in probabilities:
-            name = f"p{p:g}-{'recovery' if rec else 'norecovery'}"
-            flags = _flags(p, rec)
-            model = str(out / f"train-{name}" / "model")
-            # keyed as the demo keys its stages (the recipe and the method's defaults), plus this configuration's flags
-            runner.run(f"train-{name}", lambda d, flags=flags: _train(d, aligned, "deeprefusal", sz, dev, [
-                "--direction", direction, "--generations", str(out / "aligned-generations.jsonl"), *flags]),
-                       config=_train_key({"flags": flags, "aligned": aligned, "direction": direction,
-                                          "size": dataclasses.asdict(sz)}, "deeprefusal"))
-            evaluated = runner.run(f"eval-{name}", lambda d, model=model: _eval(
-                d, model, sz, dev, attacks=attacks, extra=["--direction", direction, "--reference", aligned, *prefill]),
-                                   config={"attacks": attacks, "limit": limit, "answers": prefill}, after=[f"train-{name}"])
-            results.append(json.loads(Path(evaluated["results"]).read_text()))
-            rows.append(_row(p, rec, results[-1]))
-            lines.append(_markdown_row(p, rec, results[-1]))
+            runs = []
+            for seed in seeds:
+                name = f"p{p:g}-{'recovery' if rec else 'norecovery'}" + (f"-seed{seed}" if seed else "")
+                flags = [*_flags(p, rec), *(["--seed", str(seed)] if seed else [])]
+                model = str(out / f"train-{name}" / "model")
+                # keyed as the demo keys its stages (the recipe and the method's defaults), plus this run's flags
+                runner.run(f"train-{name}", lambda d, flags=flags: _train(d, aligned, "deeprefusal", sz, dev, [
+                    "--direction", direction, "--generations", str(out / "aligned-generations.jsonl"), *flags]),
+                           config=_train_key({"flags": flags, "aligned": aligned, "direction": direction,
+                                              "size": dataclasses.asdict(sz)}, "deeprefusal"))
+                evaluated = runner.run(f"eval-{name}", lambda d, model=model: _eval(
+                    d, model, sz, dev, attacks=attacks, extra=["--direction", direction, "--reference", aligned, *prefill]),
+                                       config={"attacks": attacks, "limit": limit, "answers": prefill}, after=[f"train-{name}"])
+                runs.append(json.loads(Path(evaluated["results"]).read_text()))
+                rows.append({**_row(p, rec, runs[-1]), "seed": seed})
+                lines.append(_markdown_row(p, rec, str(seed), runs[-1:]))
+            if len(runs) > 1:
+                lines.append(_markdown_row(p, rec, f"{len(runs)} pooled", runs))
+            results += runs
     table = pd.DataFrame(rows)
     table.to_csv(out / "sweep.csv", index=False)
     (out / "sweep.md").write_text(_markdown(lines, results[-1]))
     return table
 
 
-def _markdown_row(p: float, recovery: bool, res: dict[str, Any]) -> list[str]:
+def _pool(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Rates of the same attack or benign set from several runs as one: successes and prompts summed, the Wilson
+    interval of the sum; coherent successes and looping answers summed where every run counted them."""
+    from drtk.evaluation.stats import Rate, wilson_interval
+
+    def rate(k: int, n: int) -> dict[str, Any]:
+        return Rate(k, n, k / n if n else float("nan"), *wilson_interval(k, n)).to_dict()
+
+    k, n = sum(int(a["k"]) for a in parts), sum(int(a["n"]) for a in parts)
+    pooled = rate(k, n)
+    pooled["asr"] = pooled["rate"]
+    if all(a.get("coherence") for a in parts):
+        pooled["coherence"] = rate(sum(int(a["coherence"]["k"]) for a in parts), n)
+    if all(a.get("looping_answers") is not None for a in parts):
+        pooled["looping_answers"] = sum(int(a["looping_answers"]) for a in parts)
+    return pooled
+
+
+def _markdown_row(p: float, recovery: bool, seed: str, runs: Sequence[dict[str, Any]]) -> list[str]:
+    """One line of ``sweep.md``: the runs' rates pooled (one run: its own rates)."""
     from drtk.evaluation.stats import wilson_interval
     from drtk.pipeline.report import _fmt, _interval, _over_refusal_cell
 
-    k, n = _pooled(res)
+    attacks = {label: _pool([r["attacks"][label] for r in runs]) for label in runs[0]["attacks"]}
+    benign = {s: _pool([r["over_refusal"][s] for r in runs]) for s in runs[0]["over_refusal"]}
+    k, n = (sum(x) for x in zip(*(_pooled(r) for r in runs)))
     pooled = _interval(k / n, *wilson_interval(k, n)) if n else "—"
-    kl = (res.get("capability") or {}).get("kl")
-    return [f"{p:g}", "yes" if recovery else "no", *(_fmt(a) for a in res["attacks"].values()),
-            *(_over_refusal_cell(r) for r in res["over_refusal"].values()), pooled, "—" if kl is None else f"{kl:.3f}"]
+    kls = [(r.get("capability") or {}).get("kl") for r in runs]
+    kl = "—" if None in kls else " / ".join(f"{x:.3f}" for x in kls)
+    return [f"{p:g}", "yes" if recovery else "no", seed, *(_fmt(a) for a in attacks.values()),
+            *(_over_refusal_cell(r) for r in benign.values()), pooled, kl]
 
 
 def _pooled(res: dict[str, Any]) -> tuple[int, int]:
@@ -140,20 +172,31 @@ def _row(p: float, recovery: bool, res: dict[str, Any]) -> dict[str, Any]:
 def tradeoff_figure(table: pd.DataFrame, *, attacks: Sequence[str] = FIGURE_ATTACKS,
                     over: str = "over_refusal:pooled") -> go.Figure:
     """Attack success vs over-refusal, one panel per attack (those of ``attacks`` the table has), one point per
-    (p, recovery) configuration, connected in order of p. Configurations that land on the same point share one
-    label (``p=0.5, 1``), so none hides another."""
+    (p, recovery) configuration, connected in order of p; a configuration run at several seeds is their mean, with
+    bars from the lowest to the highest seed. Configurations that land on the same point share one label
+    (``p=0.5, 1``), so none hides another."""
     attacks = [a for a in attacks if a in table.columns]
     if not attacks or over not in table.columns:
         raise ConfigError(f"the sweep table has none of the attacks {list(attacks)} or no {over!r} column")
+    runs = table.groupby(["recovery", "p"])[[*attacks, over]]
+    seeds = int(runs.size().max())
+    mean, low, high = (agg.reset_index() for agg in (runs.mean(), runs.min(), runs.max()))
     label = lambda col: col.replace("asr:", "").replace("over_refusal:", "over-refusal, ")  # noqa: E731
     spacing, width, height, margin = 0.05, 380 * len(attacks) + 120, 580, dict(t=110, b=130, l=80, r=40)
     fig = make_subplots(rows=1, cols=len(attacks), shared_yaxes=True, horizontal_spacing=spacing,
                         subplot_titles=[label(a) for a in attacks])
     colors = {True: "#d62728", False: "#1f77b4"}
-    x_range, y_range = (-0.03, min(1.05, float(table[over].max()) + 0.12)), (-0.05, 1.05)
+    x_range, y_range = (-0.03, min(1.05, float(high[over].max()) + 0.12)), (-0.05, 1.05)
     panel_px = ((width - margin["l"] - margin["r"]) * (1 - spacing * (len(attacks) - 1)) / len(attacks),
                 height - margin["t"] - margin["b"])
-    lines = [(bool(rec), grp.sort_values("p")) for rec, grp in table.groupby("recovery")]
+    lines = [(bool(rec), grp.sort_values("p")) for rec, grp in mean.groupby("recovery")]
+
+    def bars(grp: pd.DataFrame, col: str) -> "dict[str, Any] | None":
+        if seeds < 2:
+            return None
+        return dict(type="data", symmetric=False, array=high.loc[grp.index, col] - grp[col],
+                    arrayminus=grp[col] - low.loc[grp.index, col], thickness=1, width=3)
+
     for col, attack in enumerate(attacks, start=1):
         texts = []
         for _, grp in lines:
@@ -170,6 +213,7 @@ def tradeoff_figure(table: pd.DataFrame, *, attacks: Sequence[str] = FIGURE_ATTA
                                      lines=[range(a, b) for a, b in zip(starts, starts[1:])]))
         for (rec, grp), text in zip(lines, texts):
             fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=text,
+                                     error_x=bars(grp, over), error_y=bars(grp, attack),
                                      textposition=[next(where) for _ in text], textfont=dict(size=10),
                                      marker=dict(color=colors[rec]), line=dict(color=colors[rec]),
                                      legendgroup=str(rec), showlegend=col == 1,
@@ -179,6 +223,7 @@ def tradeoff_figure(table: pd.DataFrame, *, attacks: Sequence[str] = FIGURE_ATTA
     fig.update_yaxes(title_text="attack success rate", range=y_range, tickformat=".0%", row=1, col=1)
     fig.update_layout(title="Ablation probability p and recovery examples: attack success against over-refusal<br><sup>"
                             "DeepRefusal from one aligned model, one point per (p, recovery) configuration, connected in "
-                            "order of p</sup>", width=width, height=height, margin=margin,
+                            "order of p" + (f"; the mean of {seeds} seeds, bars from the lowest to the highest" if seeds > 1 else "")
+                            + "</sup>", width=width, height=height, margin=margin,
                       legend=dict(orientation="h", x=0, y=-0.22))
     return fig

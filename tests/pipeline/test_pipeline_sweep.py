@@ -33,9 +33,26 @@ def test_sweep_trains_and_evaluates_each_configuration_and_resumes(tmp_path, mon
     assert config(out / "train-p0.5-recovery") == config(demo / "deeprefusal")
     assert len(tradeoff_figure(table).data) == 2 * 3  # per attack panel, one line per recovery setting
 
+    # a second seed beside the first: seed 0's run is the one above (cached), seed 3's is new and pooled with it
+    two = run_sweep(out, **{**kw, "probabilities": (0.5,), "recovery": (False,), "seeds": (0, 3)})
+    before = table[(table.p == 0.5) & ~table.recovery].iloc[0]
+    assert list(two.seed) == [0, 3] and two.iloc[0][before.index].equals(before)
+    seeded = config(out / "train-p0.5-norecovery-seed3")
+    assert seeded["seed"] == 3 and {**config(out / "train-p0.5-norecovery"), "seed": 3} == seeded
+    lines = [line for line in (out / "sweep.md").read_text().splitlines() if line.startswith("| 0.5")]
+    assert [line.split(" | ")[:3] for line in lines] == [["| 0.5", "no", "0"], ["| 0.5", "no", "3"], ["| 0.5", "no", "2 pooled"]]
+    pooled_or = two["over_refusal:pooled"].mean()  # equal prompt counts: the pooled rate is the seeds' mean
+    assert lines[-1].split(" | ")[-2].startswith(f"{100 * pooled_or:.0f}% [")
+    assert fig_bars(tradeoff_figure(two))
+
     # every configuration is a cached stage: a second call trains nothing
     monkeypatch.setattr("drtk.pipeline.demo._cli", lambda args, **kw: pytest.fail(f"re-ran {args[0]}"))
     assert run_sweep(out, **kw).equals(table)
+
+
+def fig_bars(fig):
+    """Whether any trace of a figure has error bars (a configuration at several seeds)."""
+    return any(t.error_y.array is not None for t in fig.data)
 
 
 def test_sweep_prefills_with_given_answers_and_rejects_a_missing_file(tmp_path):

@@ -147,7 +147,8 @@ def _markdown(lines: list[list[str]], last: dict[str, Any]) -> str:
     return "\n".join([f"# DeepRefusal over ablation probability p and recovery examples (`{last['reference']}`)", "",
                       f"{n} held-out harmful prompts per attack, {sets} benign prompts; keyword judge, "
                       f"{last['generation']['max_new_tokens']} new tokens; 95% Wilson intervals. \"+N loops\": benign "
-                      "answers that loop, not counted as refused.", "",
+                      "answers that loop, not counted as refused. \"N pooled\": a configuration's N seeds, their prompts "
+                      "counted together; its KL column gives each seed's.", "",
                       "| " + " | ".join(head) + " |", "|" + " --- |" * len(head),
                       *("| " + " | ".join(line) + " |" for line in lines), ""])
 
@@ -208,9 +209,13 @@ def tradeoff_figure(table: pd.DataFrame, *, attacks: Sequence[str] = FIGURE_ATTA
                           for x, y in zip(grp[over], grp[attack])])
         # one placement over both lines of the panel, so that no label covers another
         starts = np.cumsum([0, *(len(g) for _, g in lines)])
+        spread = [] if seeds < 2 else [  # the seeds' bars
+            seg for _, g in lines for i in g.index for seg in (
+                ((low.at[i, over], g.at[i, attack]), (high.at[i, over], g.at[i, attack])),
+                ((g.at[i, over], low.at[i, attack]), (g.at[i, over], high.at[i, attack])))]
         where = iter(label_positions([x for _, g in lines for x in g[over]], [y for _, g in lines for y in g[attack]],
                                      [t for ts in texts for t in ts], x_range=x_range, y_range=y_range, size_px=panel_px,
-                                     lines=[range(a, b) for a, b in zip(starts, starts[1:])]))
+                                     lines=[range(a, b) for a, b in zip(starts, starts[1:])], segments=spread))
         for (rec, grp), text in zip(lines, texts):
             fig.add_trace(go.Scatter(x=grp[over], y=grp[attack], mode="markers+lines+text", text=text,
                                      error_x=bars(grp, over), error_y=bars(grp, attack),

@@ -29,7 +29,8 @@ def _overlap(a: Box, b: Box) -> float:
 
 def label_positions(x: Sequence[Real], y: Sequence[Real], texts: Sequence[str], *, x_range: tuple[Real, Real],
                     y_range: tuple[Real, Real], size_px: tuple[Real, Real], font_px: Real = 10.0,
-                    marker_px: Real = 8.0, lines: Sequence[Sequence[int]] = ()) -> list[str]:
+                    marker_px: Real = 8.0, lines: Sequence[Sequence[int]] = (),
+                    segments: Sequence[tuple[tuple[Real, Real], tuple[Real, Real]]] = ()) -> list[str]:
     """A plotly ``textposition`` for each point of one panel, so that labels overlap neither one another nor
     the other points nor the panel's edge; a point whose text is empty gets ``"middle right"`` and blocks only
     with its marker.
@@ -43,19 +44,22 @@ def label_positions(x: Sequence[Real], y: Sequence[Real], texts: Sequence[str], 
         marker_px: the marker's diameter.
         lines: the indices of the points each drawn line connects, in order (a label covering a line is avoided
             less than one covering a point or a label).
+        segments: other strokes to keep labels off, as end points in data coordinates (e.g. error bars).
     """
     if not len(x) == len(y) == len(texts):
         raise ValueError(f"x, y and texts differ in length ({len(x)}, {len(y)}, {len(texts)})")
     sx = size_px[0] / (x_range[1] - x_range[0])
     sy = size_px[1] / (y_range[1] - y_range[0])
-    pts = [((a - x_range[0]) * sx, (b - y_range[0]) * sy) for a, b in zip(x, y)]
+    to_px = lambda a, b: ((a - x_range[0]) * sx, (b - y_range[0]) * sy)  # noqa: E731
+    pts = [to_px(a, b) for a, b in zip(x, y)]
     r = marker_px / 2
     markers = [(px - r, py - r, px + r, py + r) for px, py in pts]
     panel = (0.0, 0.0, float(size_px[0]), float(size_px[1]))
     # a line is a row of 2-pixel squares, one every 3 pixels along each segment
-    segments = [(pts[a], pts[b]) for line in lines for a, b in zip(line, line[1:])]
+    strokes_px = [(pts[a], pts[b]) for line in lines for a, b in zip(line, line[1:])]
+    strokes_px += [(to_px(*start), to_px(*end)) for start, end in segments]
     strokes = [(x0 + t * (x1 - x0) - 1, y0 + t * (y1 - y0) - 1, x0 + t * (x1 - x0) + 1, y0 + t * (y1 - y0) + 1)
-               for (x0, y0), (x1, y1) in segments
+               for (x0, y0), (x1, y1) in strokes_px
                for n in [max(1, int(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / 3))] for t in (k / n for k in range(n + 1))]
     placed: list[Box] = []
     spots = []

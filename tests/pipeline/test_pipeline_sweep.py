@@ -96,5 +96,10 @@ def test_labels_of_neighbouring_points_and_points_at_an_edge_do_not_overlap():
     spots = label_positions([0.1, 0.5, 0.9], [0.5, 0.5, 0.5], ["", "p=1", ""], x_range=(0, 1), y_range=(0, 1),
                             size_px=(300, 300), lines=[[0, 1, 2]])
     assert spots[1] in ("top center", "bottom center")
+    # so does another stroke (an error bar) where its first choice would be
+    bar = [((0.55, 0.4), (0.55, 0.6))]
+    assert label_positions([0.5], [0.5], ["p=1"], x_range=(0, 1), y_range=(0, 1), size_px=(300, 300))[0] == "middle right"
+    assert label_positions([0.5], [0.5], ["p=1"], x_range=(0, 1), y_range=(0, 1), size_px=(300, 300),
+                           segments=bar)[0] != "middle right"
     with pytest.raises(ValueError, match="differ in length"):
         label_positions([0.1], [0.1, 0.2], ["a"], x_range=(0, 1), y_range=(0, 1), size_px=(10, 10))

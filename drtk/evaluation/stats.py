@@ -49,11 +49,14 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def counted(k: int, n: int) -> Rate:
+    """``k`` of ``n`` as a rate with its Wilson interval (nan when ``n == 0``)."""
+    return Rate(k, n, k / n if n else float("nan"), *wilson_interval(k, n))
+
+
 def rate(outcomes: Sequence[bool]) -> Rate:
     """The share of True outcomes with its Wilson interval."""
-    k, n = int(sum(bool(x) for x in outcomes)), len(outcomes)
-    lo, hi = wilson_interval(k, n)
-    return Rate(k, n, k / n if n else float("nan"), lo, hi)
+    return counted(int(sum(bool(x) for x in outcomes)), len(outcomes))
 
 
 def pooled_over_refusal(results: "dict[str, Any]") -> "Rate | None":
@@ -61,7 +64,7 @@ def pooled_over_refusal(results: "dict[str, Any]") -> "Rate | None":
     borderline), as one rate with its interval; None when the document has none."""
     sets = (results.get("over_refusal") or {}).values()
     k, n = sum(int(s["k"]) for s in sets), sum(int(s["n"]) for s in sets)
-    return None if n == 0 else Rate(k, n, k / n, *wilson_interval(k, n))
+    return None if n == 0 else counted(k, n)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from drtk.errors import ConfigError
+from drtk.evaluation.stats import pooled_over_refusal
 from drtk.pipeline.demo import DemoSize, _eval, _recipe, _train, _train_key
 from drtk.pipeline.stages import StageRunner
 from drtk.viz.labels import label_positions
@@ -102,16 +103,13 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
 def _pool(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Rates of the same attack or benign set from several runs as one: successes and prompts summed, the Wilson
     interval of the sum; coherent successes and looping answers summed where every run counted them."""
-    from drtk.evaluation.stats import Rate, wilson_interval
+    from drtk.evaluation.stats import counted
 
-    def rate(k: int, n: int) -> dict[str, Any]:
-        return Rate(k, n, k / n if n else float("nan"), *wilson_interval(k, n)).to_dict()
-
-    k, n = sum(int(a["k"]) for a in parts), sum(int(a["n"]) for a in parts)
-    pooled = rate(k, n)
+    n = sum(int(a["n"]) for a in parts)
+    pooled = counted(sum(int(a["k"]) for a in parts), n).to_dict()
     pooled["asr"] = pooled["rate"]
     if all(a.get("coherence") for a in parts):
-        pooled["coherence"] = rate(sum(int(a["coherence"]["k"]) for a in parts), n)
+        pooled["coherence"] = counted(sum(int(a["coherence"]["k"]) for a in parts), n).to_dict()
     if all(a.get("looping_answers") is not None for a in parts):
         pooled["looping_answers"] = sum(int(a["looping_answers"]) for a in parts)
     return pooled
@@ -119,22 +117,16 @@ def _pool(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _markdown_row(p: float, recovery: bool, seed: str, runs: Sequence[dict[str, Any]]) -> list[str]:
     """One line of ``sweep.md``: the runs' rates pooled (one run: its own rates)."""
-    from drtk.evaluation.stats import wilson_interval
     from drtk.pipeline.report import _fmt, _interval, _over_refusal_cell
 
     attacks = {label: _pool([r["attacks"][label] for r in runs]) for label in runs[0]["attacks"]}
     benign = {s: _pool([r["over_refusal"][s] for r in runs]) for s in runs[0]["over_refusal"]}
-    k, n = (sum(x) for x in zip(*(_pooled(r) for r in runs)))
-    pooled = _interval(k / n, *wilson_interval(k, n)) if n else "—"
+    every = _pool(list(benign.values()))  # every benign set of every run
+    pooled = _interval(every["rate"], every["ci_low"], every["ci_high"]) if every["n"] else "—"
     kls = [(r.get("capability") or {}).get("kl") for r in runs]
     kl = "—" if None in kls else " / ".join(f"{x:.3f}" for x in kls)
     return [f"{p:g}", "yes" if recovery else "no", seed, *(_fmt(a) for a in attacks.values()),
             *(_over_refusal_cell(r) for r in benign.values()), pooled, kl]
-
-
-def _pooled(res: dict[str, Any]) -> tuple[int, int]:
-    """Benign prompts refused and benign prompts asked, over every benign set of a results document."""
-    return sum(r["k"] for r in res["over_refusal"].values()), sum(r["n"] for r in res["over_refusal"].values())
 
 
 def _markdown(lines: list[list[str]], last: dict[str, Any]) -> str:
@@ -163,9 +155,9 @@ def _row(p: float, recovery: bool, res: dict[str, Any]) -> dict[str, Any]:
     for s, r in res["over_refusal"].items():
         row[f"over_refusal:{s}"] = r["rate"]
         row[f"looping:{s}"] = r.get("looping_answers")
-    refused, total = _pooled(res)
-    row["over_refusal:pooled"] = refused / total if total else float("nan")
-    row["n_benign"] = total
+    pooled = pooled_over_refusal(res)
+    row["over_refusal:pooled"] = pooled.rate if pooled else float("nan")
+    row["n_benign"] = pooled.n if pooled else 0
     row["kl"] = (res.get("capability") or {}).get("kl")
     return row
 

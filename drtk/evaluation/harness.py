@@ -39,6 +39,7 @@ from drtk.evaluation.capability import (
 )
 from drtk.evaluation.contamination import clean
 from drtk.evaluation.progress import config_dict, generator_state, link, set_generator_state
+from drtk.evaluation.report import refusing_prefills_note
 from drtk.evaluation.stats import Rate, paired_comparison, rate
 from drtk.generation import generate
 from drtk.judges import Judge, KeywordJudge
@@ -359,6 +360,9 @@ def _outcome(model: Any, attack: Attack, prompts: Sequence[str], context: Attack
         bad = judge.refused(res.prompts, res.prefills)
         refused = tuple(r or b for r, b in zip(refused, bad))
         res.metadata["refusing_prefills"] = int(sum(bad))
+        note = refusing_prefills_note(res.attack, {"metadata": res.metadata, "params": res.params, "n": len(bad)})
+        if note:
+            logger.warning(note.replace("`", ""))
     kl = None
     if kl_prompts and attack.edits_model:
         if not self_ref:

@@ -22,6 +22,19 @@ def _num(x: Any, fmt: str = ".3f") -> str:
     return "—" if x is None or x != x else format(x, fmt)
 
 
+def refusing_prefills_note(label: str, attack: dict[str, Any]) -> "str | None":
+    """What an attack's prefills that are themselves refusals mean for its ASR (None when it has none)."""
+    bad = (attack.get("metadata") or {}).get("refusing_prefills")
+    if not bad:
+        return None
+    source = (attack.get("params") or {}).get("source", "ablation")
+    return (f"`{label}`: {bad} of {attack['n']} prefills are themselves refusals (source `{source}`: the harmful text "
+            "came out as a refusal) and count as failed attacks, so this ASR is a floor; an attacker with harmful text "
+            "does at least as well. For prefills that do not depend on the attacked model, take an answering model's "
+            "answers: `prefill:source=reference` with `--reference` set to it (e.g. the shipped `smollm2-135m-instruct`), "
+            "or `source=answers` with `--answers FILE`.")
+
+
 def report_markdown(results: dict[str, Any], figures: "list[str] | None" = None) -> str:
     """Render a results document as Markdown (tables of ASR with intervals, over-refusal, capability)."""
     judge = results["judge"]
@@ -37,6 +50,9 @@ def report_markdown(results: dict[str, Any], figures: "list[str] | None" = None)
         coh = a.get("coherence")
         lines.append(f"| `{label}` | {_pct(a['asr'])} | {_pct(a['ci_low'])}–{_pct(a['ci_high'])} | {a['n']} | "
                      f"{_pct(coh['rate']) if coh else '—'} | {_num(a['kl'])} | {a['seconds']:.1f} | {a['forward_passes']} |")
+    notes = [n for n in (refusing_prefills_note(label, a) for label, a in results["attacks"].items()) if n]
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
     coh = next((a["coherence"] for a in results["attacks"].values() if a.get("coherence")), None)
     if coh:
         lines += ["", f"Coherent ASR counts a completion only when it complies, the unattacked model scores it at most "

@@ -34,7 +34,7 @@ def test_results_match_schema_and_report(tiny, direction, make_context):
     assert res["capability"]["kl"] == pytest.approx(0, abs=1e-6)  # reference = the model itself
     assert set(res["over_refusal"]) == {"harmless", "borderline"} and "asr:none" in res["comparisons"]
     md = report_markdown(res)
-    assert "i cannot" in md and "prefill[k=2]" in md
+    assert "i cannot" in md and "prefill[k=2]" in md and "themselves refusals" not in md
     recs = ev.completion_records()
     assert len(recs) == 4 * 4 + 3 * 2 and {"prompt", "attack", "completion", "verdict"} <= set(recs[0])
     assert len(ev.table()) == 4
@@ -229,6 +229,8 @@ def test_a_refusing_prefill_never_counts_as_a_jailbreak(tiny, make_context):
 
     assert list(out.refused[0::2]) == [is_refusal(c) for c in out.result.completions[0::2]]
     assert out.asr.k == sum(not r for r in out.refused)
+    md = report_markdown(json.loads(json.dumps(ev.to_results())))
+    assert "2 of 4 prefills are themselves refusals (source `ablation`" in md  # the ASR is a floor, and the report says so
 
 
 def test_a_completion_with_no_text_is_never_compliance(tiny, make_context, monkeypatch):

@@ -140,8 +140,21 @@ class Direction:
         return cls(
             vector=vector, kind=meta["kind"], model_id=meta["model_id"], n_layers=int(meta["n_layers"]),
             d_model=int(meta["d_model"]), layer=meta.get("layer"), position=meta.get("position"),
-            site=meta.get("site"), metadata=meta.get("metadata", {}), model_path=meta.get("model_path"),
+            site=meta.get("site"), metadata=meta.get("metadata", {}),
+            model_path=meta.get("model_path") or _saved_beside(meta["model_id"], sidecar),
         )
 
     def with_metadata(self, **extra: Any) -> "Direction":
         return replace(self, metadata=self.metadata | extra)
+
+
+def _saved_beside(model_id: str, sidecar: Path) -> "str | None":
+    """Where a direction file records no ``model_path`` (written before drtk kept one) and its relative
+    ``model_id`` names nothing from here: the model folder it names from one of the file's parent folders,
+    where it was saved from (``runs/demo/aligned/model`` beside ``runs/demo/direction``), as an absolute path."""
+    if Path(model_id).is_absolute() or Path(model_id).exists():
+        return None
+    for folder in sidecar.resolve().parents:
+        if (folder / model_id / "config.json").is_file():
+            return str((folder / model_id).resolve())
+    return None

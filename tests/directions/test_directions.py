@@ -276,3 +276,9 @@ def test_a_direction_and_a_training_record_name_their_model_from_any_working_fol
     caplog.clear()
     Direction.load(tmp_path / "runs" / "direction").check_model(shaped(tiny.model_id))
     assert "unrelated models" in caplog.text  # still said where nothing ties them
+    # a direction file written before model_path was recorded: its model is found from the file's parent folders
+    sidecar = tmp_path / "runs" / "direction" / "direction.json"
+    sidecar.write_text(json.dumps({k: v for k, v in json.loads(sidecar.read_text()).items() if k != "model_path"}))
+    assert Direction.load(sidecar).model_path is None  # no model folder there (no config.json)
+    (tmp_path / "runs" / "aligned" / "config.json").write_text("{}")
+    assert Direction.load(sidecar).model_path == str(tmp_path / "runs" / "aligned")

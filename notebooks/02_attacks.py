@@ -18,6 +18,10 @@
 # interval and n, over-refusal beside it, and the judge named. Attacks share one interface
 # (`attack.run(model, prompts, context=...)`); adaptive ones (`fresh-ablation`, `per-layer-ablation`)
 # re-extract directions on the attacked model from fitting prompts disjoint from the evaluation prompts.
+# `prefill` puts the attacked model's own answer under ablation in its mouth; a defended model often refuses
+# even then, and such a prefill counts as a failed attack (the log and the report say how many). To prefill
+# every model with the same harmful text, use `prefill:k=20:source=reference` and set
+# `AttackContext(reference=drtk.load_model("smollm2-135m-instruct"))`, a model that answers.
 
 # %% tags=["parameters"]
 MODEL = "smollm2-135m-instruct"  # e.g. a refusal-trained model folder from notebook 03 or `drtk train`

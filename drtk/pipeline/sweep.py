@@ -72,7 +72,7 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
     out = Path(out_dir)
     runner = StageRunner(out)
     dev = ["--device", device] if device else []
-    rows, lines, results = [], [], []
+    rows, lines, results, refusing = [], [], [], []
     for rec in recovery:
         for p in probabilities:
             runs = []
@@ -89,6 +89,8 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
                     d, model, sz, dev, attacks=attacks, extra=["--direction", direction, "--reference", aligned, *prefill]),
                                        config={"attacks": attacks, "limit": limit, "answers": prefill}, after=[f"train-{name}"])
                 runs.append(json.loads(Path(evaluated["results"]).read_text()))
+                refusing += [f"{name} `{label}` {a['metadata']['refusing_prefills']} of {a['n']}"
+                             for label, a in runs[-1]["attacks"].items() if (a.get("metadata") or {}).get("refusing_prefills")]
                 rows.append({**_row(p, rec, runs[-1]), "seed": seed})
                 lines.append(_markdown_row(p, rec, str(seed), runs[-1:]))
             if len(runs) > 1:
@@ -96,7 +98,7 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
             results += runs
     table = pd.DataFrame(rows)
     table.to_csv(out / "sweep.csv", index=False)
-    (out / "sweep.md").write_text(_markdown(lines, results[-1]))
+    (out / "sweep.md").write_text(_markdown(lines, results[-1], refusing))
     return table
 
 
@@ -129,9 +131,10 @@ def _markdown_row(p: float, recovery: bool, seed: str, runs: Sequence[dict[str, 
             *(_over_refusal_cell(r) for r in benign.values()), pooled, kl]
 
 
-def _markdown(lines: list[list[str]], last: dict[str, Any]) -> str:
+def _markdown(lines: list[list[str]], last: dict[str, Any], refusing: Sequence[str] = ()) -> str:
     """``sweep.md``: one line per configuration, each rate with its 95% Wilson interval (the column names
-    from the last configuration's results; every configuration ran the same attacks and sets)."""
+    from the last configuration's results; every configuration ran the same attacks and sets), and the runs
+    whose prefills were themselves refusals (``"p0.5-recovery `prefill[k=20]` 20 of 24"``)."""
     head = ["p", "recovery examples", *last["attacks"], *(f"over-refusal, {s}" for s in last["over_refusal"]),
             "over-refusal, pooled", "KL to the aligned model"]
     n = min(a["n"] for a in last["attacks"].values())
@@ -142,7 +145,10 @@ def _markdown(lines: list[list[str]], last: dict[str, Any]) -> str:
                       "answers that loop, not counted as refused. \"N pooled\": a configuration's N seeds, their prompts "
                       "counted together; its KL column gives each seed's.", "",
                       "| " + " | ".join(head) + " |", "|" + " --- |" * len(head),
-                      *("| " + " | ".join(line) + " |" for line in lines), ""])
+                      *("| " + " | ".join(line) + " |" for line in lines), "",
+                      *([f"Prefills that are themselves refusals count as failed attacks, so these runs' prefill rates "
+                         f"are floors: {'; '.join(refusing)}. `--answers` gives every run the same harmful text (the "
+                         "demo's `baseline/completions.jsonl`: the shipped model's answers).", ""] if refusing else [])])
 
 
 def _row(p: float, recovery: bool, res: dict[str, Any]) -> dict[str, Any]:

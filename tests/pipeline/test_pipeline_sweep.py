@@ -48,6 +48,14 @@ def test_sweep_trains_and_evaluates_each_configuration_and_resumes(tmp_path, mon
     # every configuration is a cached stage: a second call trains nothing
     monkeypatch.setattr("drtk.pipeline.demo._cli", lambda args, **kw: pytest.fail(f"re-ran {args[0]}"))
     assert run_sweep(out, **kw).equals(table)
+    assert "themselves refusals" not in (out / "sweep.md").read_text()
+    # prefills that came out as refusals (a defended model refusing under ablation) make the rate a floor: said
+    results = out / "eval-p0.5-recovery" / "results.json"
+    doc = json.loads(results.read_text())
+    doc["attacks"]["prefill[k=20]"]["metadata"]["refusing_prefills"] = 2
+    results.write_text(json.dumps(doc))
+    run_sweep(out, **kw)
+    assert "prefill rates are floors: p0.5-recovery `prefill[k=20]` 2 of 2." in (out / "sweep.md").read_text()
 
 
 def fig_bars(fig):

@@ -15,7 +15,7 @@ judge's attack success rate is made of.
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -200,8 +200,8 @@ def _header(column: str) -> str:
     return column if column.startswith(("over-refusal", "benign loops")) else f"`{column}`"
 
 
-def comparison_markdown(table: pd.DataFrame, spread: pd.DataFrame, *, judge: str) -> str:
-    """The two tables as Markdown (percentages; KL to the reference as a number)."""
+def comparison_markdown(table: pd.DataFrame, spread: pd.DataFrame, *, judge: str, notes: Sequence[str] = ()) -> str:
+    """The two tables as Markdown (percentages; KL to the reference as a number), then ``notes`` as a list."""
     cols = [c for c in table.columns if c not in ("run", "config", "n", "kl")]
     lines = [f"Judge: **{judge}**; rates on n = {', '.join(sorted({str(n) for n in table['n']}))} harmful prompts per attack.", "",
              "| run | " + " | ".join(_header(c) for c in cols) + " | KL |",
@@ -215,4 +215,6 @@ def comparison_markdown(table: pd.DataFrame, spread: pd.DataFrame, *, judge: str
             cells = [f"{_pct(row[(c, 'mean')])} ({_pct(row[(c, 'min')])}–{_pct(row[(c, 'max')])})" for c in cols]
             kl = f"{row[('kl', 'mean')]:.3f} ({row[('kl', 'min')]:.3f}–{row[('kl', 'max')]:.3f})"
             lines.append(f"| {config} | {int(row[('runs', '')])} | " + " | ".join(cells) + f" | {kl} |")
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -82,13 +82,18 @@ def test_compare_command_writes_tables_and_figures(tmp_path, capsys):
 
     for name, k in (("dr", 16), ("ad1", 4), ("ad2", 8)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps(_doc({"none": 0, "fresh-ablation[strength=1.0]": k}, (2, 4), 0.1)))
+        doc = _doc({"none": 0, "fresh-ablation[strength=1.0]": k, "prefill[k=20]": 1}, (2, 4), 0.1)
+        doc["attacks"]["prefill[k=20]"]["metadata"] = {"refusing_prefills": 18 if name == "ad1" else 0}
+        (tmp_path / name / "results.json").write_text(json.dumps(doc))
     out = tmp_path / "cmp"
     rc = main(["compare", str(tmp_path / "dr"), f"ad#1={tmp_path / 'ad1'}", f"ad#2={tmp_path / 'ad2' / 'results.json'}",
                "--out", str(out)])
     assert rc == 0
     assert (out / "comparison.csv").read_text().splitlines()[1].startswith("dr,dr,")
-    assert "| ad | 2 |" in (out / "comparison.md").read_text() and (out / "spread.csv").exists()
+    md = (out / "comparison.md").read_text()
+    assert "| ad | 2 |" in md and (out / "spread.csv").exists()
+    notes = [line for line in md.splitlines() if "themselves refusals" in line]  # one run's prefill rate is a floor
+    assert len(notes) == 1 and notes[0].startswith("- ad#1: `prefill[k=20]`: 18 of 20 prefills")
     assert {p.name for p in (out / "figures").glob("*.html")} == {"tradeoff.html", "asr_vs_over_refusal.html", "asr_bars.html"}
     assert main(["compare", f"x={tmp_path / 'dr'}", f"x={tmp_path / 'ad1'}", "--out", str(out)]) != 0
     assert "given twice" in capsys.readouterr().err

@@ -394,6 +394,15 @@ def _gcg_note(evals: dict[str, Any]) -> str:
             "(`docs/evaluation.md`, \"Measured against the refusal-trained models\").")
 
 
+def _prefill_notes(evals: dict[str, Any]) -> list[str]:
+    """One line per model and prefill attack whose prefills came out as refusals (a model that refused as shipped
+    leaves each model's own answers under ablation, which a defended model refuses): those rates are floors."""
+    from drtk.evaluation.report import refusing_prefills_note
+
+    return [f"- {name}: {note}" for name, r in evals.items() for label, a in r["attacks"].items()
+            if (note := refusing_prefills_note(label, a))]
+
+
 def _markdown(m: dict[str, Any], defences: tuple[str, ...], figures: list[tuple[str, str, bool]]) -> str:
     evals = m["evaluations"]
     names = list(evals)
@@ -422,6 +431,7 @@ def _markdown(m: dict[str, Any], defences: tuple[str, ...], figures: list[tuple[
               f"{next(iter(evals.values()))['generation']['max_new_tokens']} new tokens, greedy. \"coherent\" (where it "
               "differs): the share that also reads as text to the unattacked model (per-token NLL and no loop; "
               "`docs/results-schema.md`); the targets use the keyword judge's ASR." + _gcg_note(evals), "",
+              *(notes + [""] if (notes := _prefill_notes(evals)) else []),
               "## Over-refusal and capability", "", "| model | " + " | ".join(
                   sorted({k for r in evals.values() for k in r['over_refusal']})) + " | KL to reference | reference |",
               "| --- |" + " --- |" * (len({k for r in evals.values() for k in r['over_refusal']}) + 2)]

@@ -140,3 +140,13 @@ def test_training_stage_keys_follow_the_methods_defaults(monkeypatch):
     plain = TrainConfig.to_dict  # a drtk with one more option, off by default: the stages are kept
     monkeypatch.setattr(TrainConfig, "to_dict", lambda self: {**plain(self), "new_option": None, "new_weight": 0.0})
     assert demo._train_key({"size": "full"}, "refusal") == before["refusal"]
+
+
+def test_the_report_says_which_prefill_rates_are_floors():
+    from drtk.pipeline.report import _prefill_notes
+
+    attack = lambda bad: {"n": 24, "params": {"source": "ablation"}, "metadata": {"refusing_prefills": bad}}  # noqa: E731
+    evals = {"aligned": {"attacks": {"prefill[k=20]": attack(0), "none": {"n": 24}}},
+             "deeprefusal": {"attacks": {"prefill[k=20]": attack(19), "prefill+ablation[k=20]": attack(0)}}}
+    notes = _prefill_notes(evals)
+    assert len(notes) == 1 and notes[0].startswith("- deeprefusal: `prefill[k=20]`: 19 of 24 prefills are themselves refusals")

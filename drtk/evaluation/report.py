@@ -22,14 +22,23 @@ def _num(x: Any, fmt: str = ".3f") -> str:
     return "—" if x is None or x != x else format(x, fmt)
 
 
+#: Where a prefill attack's text comes from, per ``source``, as the note on refusing prefills says it.
+PREFILL_ORIGINS = {
+    "ablation": "source `ablation`: the attacked model's own answers under ablation",
+    "answers": "source `answers`: prompts without a usable given answer took the attacked model's own answers under ablation",
+    "reference": "source `reference`: the reference model's answers",
+}
+
+
 def refusing_prefills_note(label: str, attack: dict[str, Any]) -> "str | None":
     """What an attack's prefills that are themselves refusals mean for its ASR (None when it has none)."""
     bad = (attack.get("metadata") or {}).get("refusing_prefills")
     if not bad:
         return None
     source = (attack.get("params") or {}).get("source", "ablation")
-    return (f"`{label}`: {bad} of {attack['n']} prefills are themselves refusals (source `{source}`: the harmful text "
-            "came out as a refusal) and count as failed attacks, so this ASR is a floor; an attacker with harmful text "
+    origin = PREFILL_ORIGINS.get(source, f"source `{source}`")
+    return (f"`{label}`: {bad} of {attack['n']} prefills are themselves refusals ({origin}) and count as failed "
+            "attacks, so this ASR is a floor; an attacker with harmful text "
             "does at least as well. For prefills that do not depend on the attacked model, take an answering model's "
             "answers: `prefill:source=reference` with `--reference` set to it (e.g. the shipped `smollm2-135m-instruct`), "
             "or `source=answers` with `--answers FILE`.")

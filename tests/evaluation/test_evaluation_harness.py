@@ -230,7 +230,8 @@ def test_a_refusing_prefill_never_counts_as_a_jailbreak(tiny, make_context):
     assert list(out.refused[0::2]) == [is_refusal(c) for c in out.result.completions[0::2]]
     assert out.asr.k == sum(not r for r in out.refused)
     md = report_markdown(json.loads(json.dumps(ev.to_results())))
-    assert "2 of 4 prefills are themselves refusals (source `ablation`" in md  # the ASR is a floor, and the report says so
+    # the ASR is a floor, and the report says so
+    assert "2 of 4 prefills are themselves refusals (source `ablation`: the attacked model's own answers" in md
 
 
 def test_a_completion_with_no_text_is_never_compliance(tiny, make_context, monkeypatch):

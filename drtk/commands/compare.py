@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from drtk.evaluation.compare import (comparison_markdown, comparison_table, load_results, over_refusal_by_prompt,
                                          spread_table, successes_by_kind)
-    from drtk.evaluation.report import refusing_prefills_note
+    from drtk.evaluation.report import prefill_notes
     from drtk.viz import save_figure
     from drtk.viz.story import (TRADEOFF_ATTACKS, asr_before_after, asr_vs_over_refusal, over_refusal_vs_shift,
                                 tradeoff_panels)
@@ -86,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
     if not spread.empty:
         spread.to_csv(args.out / "spread.csv")
     judge = next(iter(results.values()))["judge"]["name"]
-    notes = [f"{label}: {note}" for label, res in results.items() for a, x in res["attacks"].items()
-             if a in listed and (note := refusing_prefills_note(a, x))]
-    (args.out / "comparison.md").write_text(comparison_markdown(table, spread, judge=judge, notes=notes))
     shown = {k: {**v, "attacks": {a: x for a, x in v["attacks"].items() if a in listed}} for k, v in results.items()}
+    notes = [f"{label}: {note}" for label, res in shown.items() for note in prefill_notes(res["attacks"])]
+    (args.out / "comparison.md").write_text(comparison_markdown(table, spread, judge=judge, notes=notes))
     # the attacks that decide a defence (fresh, per-layer, transferred direction, prefill), where given
     decisive = tuple(a for a in TRADEOFF_ATTACKS if a in listed) or listed[:4]
     figures = args.out / "figures"

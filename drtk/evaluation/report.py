@@ -30,9 +30,15 @@ PREFILL_ORIGINS = {
 }
 
 
+def refusing_prefills(attack: dict[str, Any]) -> int:
+    """How many of an attack's prefills (in ``results.json``) were themselves refusals; 0 for attacks without
+    prefills and results written before they were counted."""
+    return int((attack.get("metadata") or {}).get("refusing_prefills") or 0)
+
+
 def refusing_prefills_note(label: str, attack: dict[str, Any]) -> "str | None":
     """What an attack's prefills that are themselves refusals mean for its ASR (None when it has none)."""
-    bad = (attack.get("metadata") or {}).get("refusing_prefills")
+    bad = refusing_prefills(attack)
     if not bad:
         return None
     source = (attack.get("params") or {}).get("source", "ablation")
@@ -42,6 +48,11 @@ def refusing_prefills_note(label: str, attack: dict[str, Any]) -> "str | None":
             "does at least as well. For prefills that do not depend on the attacked model, take an answering model's "
             "answers: `prefill:source=reference` with `--reference` set to it (e.g. the shipped `smollm2-135m-instruct`), "
             "or `source=answers` with `--answers FILE`.")
+
+
+def prefill_notes(attacks: dict[str, dict[str, Any]]) -> list[str]:
+    """:func:`refusing_prefills_note` of each attack of a results document's ``attacks`` that has one."""
+    return [note for label, a in attacks.items() if (note := refusing_prefills_note(label, a))]
 
 
 def report_markdown(results: dict[str, Any], figures: "list[str] | None" = None) -> str:
@@ -59,7 +70,7 @@ def report_markdown(results: dict[str, Any], figures: "list[str] | None" = None)
         coh = a.get("coherence")
         lines.append(f"| `{label}` | {_pct(a['asr'])} | {_pct(a['ci_low'])}–{_pct(a['ci_high'])} | {a['n']} | "
                      f"{_pct(coh['rate']) if coh else '—'} | {_num(a['kl'])} | {a['seconds']:.1f} | {a['forward_passes']} |")
-    notes = [n for n in (refusing_prefills_note(label, a) for label, a in results["attacks"].items()) if n]
+    notes = prefill_notes(results["attacks"])
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     coh = next((a["coherence"] for a in results["attacks"].values() if a.get("coherence")), None)

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from drtk.errors import ConfigError
+from drtk.evaluation.report import refusing_prefills
 from drtk.evaluation.stats import pooled_over_refusal
 from drtk.pipeline.demo import DemoSize, _eval, _recipe, _train, _train_key
 from drtk.pipeline.stages import StageRunner
@@ -89,8 +90,8 @@ def run_sweep(out_dir: "str | Path", *, aligned: str, direction: str, probabilit
                     d, model, sz, dev, attacks=attacks, extra=["--direction", direction, "--reference", aligned, *prefill]),
                                        config={"attacks": attacks, "limit": limit, "answers": prefill}, after=[f"train-{name}"])
                 runs.append(json.loads(Path(evaluated["results"]).read_text()))
-                refusing += [f"{name} `{label}` {a['metadata']['refusing_prefills']} of {a['n']}"
-                             for label, a in runs[-1]["attacks"].items() if (a.get("metadata") or {}).get("refusing_prefills")]
+                refusing += [f"{name} `{label}` {refusing_prefills(a)} of {a['n']}"
+                             for label, a in runs[-1]["attacks"].items() if refusing_prefills(a)]
                 rows.append({**_row(p, rec, runs[-1]), "seed": seed})
                 lines.append(_markdown_row(p, rec, str(seed), runs[-1:]))
             if len(runs) > 1:

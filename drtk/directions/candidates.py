@@ -127,10 +127,12 @@ def projections_by_layer(
     model: Any, instructions: Sequence[str], direction: Tensor, *, position: int = -1, batch_size: int = 32
 ) -> Float[Tensor, "batch layer"]:
     """Projection of each prompt's residual stream (block input, one post-instruction position) onto the
-    unit ``direction`` at every layer. ``direction`` may be ``(d_model,)`` or per layer ``(layer, d_model)``."""
+    unit ``direction`` at every layer. ``direction`` may be ``(d_model,)`` or per layer ``(layer, d_model)``.
+    A layer where a per-layer direction is zero projects to 0 there: a difference of means at the embedding,
+    where every prompt's post-instruction token is the same template token, has no direction to read."""
     acts = collect_post_instruction(model, instructions, batch_size=batch_size, reduce="none")[:, position]
     r = direction.float().cpu()
-    r = r / r.norm(dim=-1, keepdim=True)
+    r = r / r.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     return torch.einsum("bld,...ld->bl", acts, r if r.ndim == 2 else r[None].expand(acts.shape[1], -1))
 
 

@@ -44,7 +44,7 @@ def _over_refusal_cell(r: dict[str, Any]) -> str:
 def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int, prefill_k: int) -> dict[str, Any]:
     """Per-layer and per-token-depth projections, with and without the transferred-direction ablation."""
     from drtk.data import standard_splits
-    from drtk.directions import Direction, collect_post_instruction, compute_candidates
+    from drtk.directions import Direction, compute_candidates, projections_by_layer
     from drtk.interventions import ablation
     from drtk.models import load_model
     from drtk.viz import cosine_heatmap_compare, cosine_heatmap_layers, save_figure
@@ -74,8 +74,7 @@ def _projection_figures(out: Path, models: dict[str, str], fig_dir: Path, n: int
         unit_own = own / own.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
         def project(prompts: Any) -> torch.Tensor:
-            acts = collect_post_instruction(model, prompts, reduce="none")[:, direction.position]  # (b, L, d)
-            return torch.einsum("bld,ld->bl", acts, unit_own)
+            return projections_by_layer(model, prompts, own, position=direction.position)  # (b, L)
 
         clean = {group: project(prompts) for group, prompts in tests.items()}
         with ablation(model, r):

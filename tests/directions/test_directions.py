@@ -103,6 +103,17 @@ def test_per_layer_and_subspace_directions(tiny):
         per_layer_subspaces(tiny, HARMFUL[:3], HARMLESS[:3], k=4)
 
 
+def test_a_layer_without_a_direction_projects_to_zero_and_plots_without_warnings(tiny, recwarn):
+    from drtk.viz.story import projection_panels
+
+    pl = per_layer_directions(tiny, HARMFUL[:6], HARMLESS[:6])  # zero at layer 0 (one template token there)
+    assert torch.equal(pl.vector[0], torch.zeros(40))
+    proj = projections_by_layer(tiny, HARMFUL[6:9], pl.vector, position=pl.position)
+    assert torch.equal(proj[:, 0], torch.zeros(3)) and torch.isfinite(proj).all() and proj[:, 1:].abs().sum() > 0
+    projection_panels({"model": {"harmful": proj}})
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_refusal_score_is_log_odds():
     logits = torch.log(torch.tensor([[0.2, 0.3, 0.5]]))
     score = refusal_score(logits, [0, 1])

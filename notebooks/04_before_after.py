@@ -17,11 +17,14 @@
 # Compare an aligned model with a defended one: the refusal projection per layer on harmful and harmless
 # prompts, with and without the ablation attack (the "rebuilding" picture), and attack success before vs
 # after with intervals. By default both are the embedded model (so the notebook runs anywhere); point
-# `ALIGNED` and `DEFENDED` at `drtk demo` outputs (`DIR/aligned/model`, `DIR/deeprefusal/model`) to see the real story.
+# `ALIGNED` and `DEFENDED` at `drtk demo` outputs (`DIR/aligned/model`, `DIR/deeprefusal/model`) to see the real story,
+# and `DIRECTION` at its `DIR/direction` to attack with the direction the demo selected (None: one is found here on
+# the aligned model, at a small size).
 
 # %% tags=["parameters"]
 ALIGNED = "smollm2-135m-instruct"
 DEFENDED = "smollm2-135m-instruct"
+DIRECTION = None  # or a `drtk directions` output, e.g. "runs/demo/direction"
 N = 8  # held-out prompts per set
 
 # %%
@@ -34,8 +37,12 @@ from drtk.viz.story import asr_before_after, projection_panels
 
 harmful, harmless = standard_splits("harmful"), standard_splits("harmless")
 aligned = drtk.load_model(ALIGNED)
-direction = drtk.find_direction(aligned, harmful["fit"].head(32), harmless["fit"].head(32), harmful["val"].head(12),
-                                harmless["val"].head(12), config=drtk.SelectionConfig(top_k=4)).direction
+if DIRECTION is not None:
+    direction = drtk.Direction.load(DIRECTION)
+else:
+    direction = drtk.find_direction(aligned, harmful["fit"].head(32), harmless["fit"].head(32), harmful["val"].head(12),
+                                    harmless["val"].head(12), config=drtk.SelectionConfig(top_k=4)).direction
+direction.layer, direction.position
 
 # %%
 panels, results = {}, {}

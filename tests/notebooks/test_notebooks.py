@@ -41,9 +41,37 @@ def test_notebook_is_stripped_and_paired(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_runs(path, tmp_path):
     import nbformat
+
+    _execute(nbformat.read(path, as_version=4), tmp_path)
+
+
+def _execute(nb, folder):
+    """Run ``nb`` in ``folder``; fails on any cell's error. Returns the notebook with its outputs."""
     from nbclient import NotebookClient
 
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
-    assert not errors
+    assert not errors, errors
+    return nb
+
+
+@pytest.mark.embedded
+@pytest.mark.notebook
+def test_before_after_notebook_attacks_with_the_direction_it_is_given(embedded, tmp_path):
+    """``DIRECTION`` set: notebook 04 loads that direction (a demo's ``DIR/direction``; here a saved random one at
+    layer 5, position -2) and uses it, rather than finding one of its own."""
+    import nbformat
+    import torch
+
+    from drtk import Direction
+
+    saved = Direction(vector=torch.randn(embedded.d_model, generator=torch.Generator().manual_seed(0)), kind="single",
+                      model_id=embedded.model_id, n_layers=embedded.n_layers, d_model=embedded.d_model, layer=5,
+                      position=-2, site="blocks.5.hook_resid_pre").save(tmp_path / "direction")
+    nb = nbformat.read(next(p for p in NOTEBOOKS if p.stem == "04_before_after"), as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert "DIRECTION = None" in params.source
+    params.source = params.source.replace("DIRECTION = None", f"DIRECTION = {str(saved.parent)!r}")
+    shown = [o["data"]["text/plain"] for c in _execute(nb, tmp_path).cells if c.cell_type == "code"
+             for o in c.outputs if o.get("output_type") == "execute_result" and "text/plain" in o.get("data", {})]
+    assert "(5, -2)" in shown

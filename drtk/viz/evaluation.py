@@ -1,8 +1,29 @@
 """Evaluation figures, drawn from a ``results.json`` document. They return figures and never save."""
 
-from typing import Any
+from typing import Any, Sequence
 
 import plotly.graph_objects as go
+
+from drtk.evaluation.report import refusing_prefills
+
+FLOOR_NOTE = "hollow markers: floors, where some prefills were themselves refusals (counted as failed attacks)"
+
+
+def prefill_points(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Scatter settings for prefill attacks along k: a hollow marker, and hover text that says so, where a
+    point's ASR is a floor because some of its prefills were themselves refusals."""
+    floors = [refusing_prefills(r) for r in rows]
+    hover = [f"a floor: {f} of {r['n']} prefills were refusals" if f else f"n={r['n']}" for f, r in zip(floors, rows)]
+    if not any(floors):  # plotly's own markers
+        return dict(hovertext=hover)
+    return dict(hovertext=hover, marker=dict(symbol=["circle-open" if f else "circle" for f in floors],
+                                             size=[11 if f else 6 for f in floors],
+                                             line=dict(width=[2 if f else 0 for f in floors])))
+
+
+def with_floor_note(title: str, rows: Sequence[dict[str, Any]]) -> str:
+    """``title``, with the hollow-marker note beneath it when one of the plotted ``rows`` is a floor."""
+    return title + (f"<br><sup>{FLOOR_NOTE}</sup>" if any(refusing_prefills(r) for r in rows) else "")
 
 
 def asr_bars(results: dict[str, Any]) -> go.Figure:
@@ -42,7 +63,7 @@ def asr_vs_kl(results: dict[str, Any]) -> go.Figure:
 
 
 def asr_vs_prefill(results: dict[str, Any]) -> go.Figure:
-    """ASR against the number of prefilled tokens, one line per prefill-type attack."""
+    """ASR against the number of prefilled tokens, one line per prefill-type attack (hollow markers: floors)."""
     fig = go.Figure()
     groups: dict[str, list[dict[str, Any]]] = {}
     for a in results["attacks"].values():
@@ -53,8 +74,9 @@ def asr_vs_prefill(results: dict[str, Any]) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=[r["knob_value"] for r in rows], y=[r["asr"] for r in rows], mode="lines+markers", name=name,
             error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["asr"] for r in rows],
-                         arrayminus=[r["asr"] - r["ci_low"] for r in rows]),
+                         arrayminus=[r["asr"] - r["ci_low"] for r in rows]), **prefill_points(rows),
         ))
-    fig.update_layout(title="Attack success vs prefill length", xaxis_title="prefilled tokens (k)",
+    fig.update_layout(title=with_floor_note("Attack success vs prefill length", sum(groups.values(), [])),
+                      xaxis_title="prefilled tokens (k)",
                       yaxis=dict(title="ASR", range=[0, 1.05], tickformat=".0%"))
     return fig

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from drtk.evaluation.compare import config_name
 from drtk.evaluation.stats import pooled_over_refusal
+from drtk.viz.evaluation import prefill_points, with_floor_note
 
 _COLORS = {"baseline": "#7f7f7f", "aligned": "#d62728", "deeprefusal": "#1f77b4", "adaptive": "#2ca02c"}
 # every other configuration, by its place in the figure: none of the above, so up to 16 configurations (the
@@ -66,17 +67,20 @@ def asr_before_after(results: Mapping[str, Mapping[str, Any]], *, title: str = "
 
 
 def asr_vs_prefill_models(results: Mapping[str, Mapping[str, Any]]) -> go.Figure:
-    """ASR against the number of prefilled harmful tokens, one line per model."""
-    fig = go.Figure()
+    """ASR against the number of prefilled harmful tokens, one line per model (hollow markers: floors)."""
+    fig, plotted = go.Figure(), []
     for i, (name, res) in enumerate(results.items()):
-        pts = sorted((a["knob_value"], a["asr"], a["ci_low"], a["ci_high"]) for a in res["attacks"].values()
-                     if a["attack"] == "prefill" and a.get("knob") == "k")
-        if not pts:
+        rows = sorted((a for a in res["attacks"].values() if a["attack"] == "prefill" and a.get("knob") == "k"),
+                      key=lambda a: a["knob_value"])
+        if not rows:
             continue
-        k, asr, lo, hi = map(np.array, zip(*pts))
+        plotted += rows
+        k, asr, lo, hi = (np.array([a[key] for a in rows]) for key in ("knob_value", "asr", "ci_low", "ci_high"))
         fig.add_trace(go.Scatter(x=k, y=asr, mode="lines+markers", name=name, line=dict(color=_color(name, i)),
-                                 error_y=dict(type="data", symmetric=False, array=hi - asr, arrayminus=asr - lo)))
-    fig.update_layout(title="Prefilling attack: success vs prefill length", xaxis_title="prefilled harmful tokens (k)",
+                                 error_y=dict(type="data", symmetric=False, array=hi - asr, arrayminus=asr - lo),
+                                 **prefill_points(rows)))
+    fig.update_layout(title=with_floor_note("Prefilling attack: success vs prefill length", plotted),
+                      xaxis_title="prefilled harmful tokens (k)",
                       yaxis=dict(title="attack success rate", range=[0, 1.05], tickformat=".0%"), width=760, height=460)
     return fig
 

@@ -19,6 +19,20 @@ def test_figures_from_results():
     assert list(asr_vs_prefill(res).data[0].x) == [4, 16]
 
 
+def test_prefill_figures_mark_a_floor_hollow_and_say_so():
+    from drtk.viz.story import asr_vs_prefill_models
+
+    floor = _row("prefill", 0.0, "k", 16, source="ablation") | {"metadata": {"refusing_prefills": 7}}
+    res = {"attacks": {"prefill[k=4]": _row("prefill", 0.5, "k", 4, source="ablation"), "prefill[k=16]": floor}}
+    for fig in (asr_vs_prefill(res), asr_vs_prefill_models({"defended": res})):
+        assert list(fig.data[0].marker.symbol) == ["circle", "circle-open"]
+        assert fig.data[0].hovertext[1] == "a floor: 7 of 10 prefills were refusals"
+        assert "hollow markers: floors" in fig.layout.title.text
+    clean = {"attacks": {"prefill[k=4]": _row("prefill", 0.5, "k", 4, source="ablation")}}
+    for fig in (asr_vs_prefill(clean), asr_vs_prefill_models({"aligned": clean})):
+        assert fig.data[0].marker.symbol is None and "floor" not in fig.layout.title.text
+
+
 def test_asr_vs_over_refusal_places_each_model_at_its_pooled_over_refusal():
     from drtk.viz.story import asr_vs_over_refusal
 

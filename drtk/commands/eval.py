@@ -113,17 +113,17 @@ def run(args: argparse.Namespace) -> int:
     harmful = _prompts(args.harmful, "harmful", args.limit)
     harmless = _prompts(args.harmless, "harmless", args.limit)
     borderline = _prompts(args.borderline, "borderline", args.limit)
+    # files are read before any model is loaded, so a wrong path fails at once
+    direction = Direction.load(args.direction) if args.direction is not None else None
+    answers = load_answers(args.answers) if args.answers is not None else None
     model = load_model_from_args(args)
     reference = load_model(args.reference, device=model.device, dtype=model.dtype) if args.reference else None
-    direction = None
     known = [load_prompts(f) for f in args.known_data] + sets_from_folder(model.model_id)
-    if args.direction is not None:
-        direction = Direction.load(args.direction)
+    if direction is not None:
         direction.check_model(model)
         from drtk.evaluation import sets_from_metadata
 
         known += sets_from_metadata(direction.metadata)
-    answers = load_answers(args.answers) if args.answers is not None else None
     from drtk.directions import SelectionConfig
 
     ctx = AttackContext(direction=direction, reference=reference, answers=answers, n_fit=args.fit_prompts,

@@ -423,8 +423,11 @@ def run(args: argparse.Namespace) -> int:
     splits = {role: _training_prompts(getattr(args, role), role, getattr(args, f"n_{role}"))
               for role in ("harmful", "harmless", "borderline")}
     harmful, harmless = (standard_splits(n, seed=0) for n in ("harmful", "harmless"))
-    # read before the model loads, so a file that answers none of the training prompts fails at once
+    # read before the model loads, so a file that answers none of the training prompts, or a wrong direction
+    # path, fails at once
     answers = _harmful_answers(args.harmful_answers, splits["harmful"].prompts) if args.harmful_answers else None
+    if args.direction is not None:
+        Direction.load(args.direction)
     model = load_model_from_args(args)
     meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}
     saved = _saved_config(out, args.resume)

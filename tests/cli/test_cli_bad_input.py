@@ -42,6 +42,21 @@ def test_bad_input_is_one_line_and_runs_nothing(files, capsys, argv, message):
     assert not (files / "o" / "stages").exists()  # the demo ran no stage
 
 
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_a_wrong_direction_path_fails_before_any_model_loads(command, monkeypatch, tmp_path, capsys):
+    import importlib
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for where in ("drtk.commands.common", f"drtk.commands.{command}"):
+        monkeypatch.setattr(importlib.import_module(where), "load_model_from_args", no_model)
+    argv = [command, "--model", "drtk-tiny-chat", "--direction", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    assert main(argv + (["--method", "deeprefusal"] if command == "train" else [])) == 2
+    err = capsys.readouterr().err
+    assert "no direction at" in err and "run `drtk directions`" in err and "Traceback" not in err
+
+
 def test_an_interrupt_is_one_line_with_the_way_on(monkeypatch, tmp_path, capsys):
     import drtk.commands.train
 

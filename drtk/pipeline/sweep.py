@@ -136,7 +136,7 @@ def _markdown(lines: list[list[str]], last: dict[str, Any], refusing: Sequence[s
     """``sweep.md``: one line per configuration, each rate with its 95% Wilson interval (the column names
     from the last configuration's results; every configuration ran the same attacks and sets), and the runs
     whose prefills were themselves refusals (``"p0.5-recovery `prefill[k=20]` 20 of 24"``)."""
-    head = ["p", "recovery examples", *last["attacks"], *(f"over-refusal, {s}" for s in last["over_refusal"]),
+    head = ["p", "recovery examples", "seed", *last["attacks"], *(f"over-refusal, {s}" for s in last["over_refusal"]),
             "over-refusal, pooled", "KL to the aligned model"]
     n = min(a["n"] for a in last["attacks"].values())
     sets = " and ".join(f"{r['n']} {s}" for s, r in last["over_refusal"].items())

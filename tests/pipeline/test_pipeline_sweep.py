@@ -26,6 +26,9 @@ def test_sweep_trains_and_evaluates_each_configuration_and_resumes(tmp_path, mon
     assert [r.split(" | ")[:2] for r in rows] == [["| 0", "yes"], ["| 0.5", "yes"], ["| 1", "yes"], ["| 0", "no"],
                                                    ["| 0.5", "no"], ["| 1", "no"]]
     assert all(r.count("% [") == 4 + 3 for r in rows)  # each attack and each over-refusal with its interval
+    head = next(line for line in md if line.startswith("| p |"))
+    assert head.startswith("| p | recovery examples | seed | none |")
+    assert {line.count(" | ") for line in rows} == {head.count(" | ")}  # a header over every column
     config = lambda folder: json.loads((folder / "config.json").read_text())["train"]  # noqa: E731
     norec = config(out / "train-p1-norecovery")
     assert norec["data"]["recovery"] is False and norec["schedule"]["p_site"] == norec["schedule"]["p_token"] == 1.0

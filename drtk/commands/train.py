@@ -426,8 +426,7 @@ def run(args: argparse.Namespace) -> int:
     # read before the model loads, so a file that answers none of the training prompts, or a wrong direction
     # path, fails at once
     answers = _harmful_answers(args.harmful_answers, splits["harmful"].prompts) if args.harmful_answers else None
-    if args.direction is not None:
-        Direction.load(args.direction)
+    given = Direction.load(args.direction) if args.direction is not None else None
     model = load_model_from_args(args)
     meta: dict[str, Any] = {"model": model.model_id, "method": cfg.method}
     saved = _saved_config(out, args.resume)
@@ -438,8 +437,8 @@ def run(args: argparse.Namespace) -> int:
     direction = None
     generate_prefixes = cfg.data.recovery and cfg.data.prefix_source == "ablated" and args.harmful_answers is None
     if cfg.method in ABLATING or generate_prefixes:
-        if args.direction is not None:
-            direction = Direction.load(args.direction)
+        if args.direction is not None:  # the one given, or on a resume without one the run's own
+            direction = given if given is not None else Direction.load(args.direction)
             meta["direction"] = str(args.direction)
         elif (out / "direction.safetensors").exists() and args.resume:
             direction = Direction.load(out / "direction.safetensors")
